@@ -1,0 +1,142 @@
+"""The streams example: every Dioxus "Streams and SSE" example, implemented once.
+
+Serve it with ``rpckit serve examples.streams.server:create_service --grpc 127.0.0.1:50051``
+(``--files DIR`` picks the directory DownloadFile serves; default: a temp dir with a sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from examples.streams.v1.streams_pb2 import (
+    ChatMessage,
+    Dog,
+    DownloadFileRequest,
+    DownloadRequest,
+    GetDogRequest,
+    JsonStreamRequest,
+    TextStreamRequest,
+    UploadSummary,
+)
+from examples.streams.v1.streams_rpckit import StreamsService
+from rpckit import ByteStream, Code, Context, FileStream, RpcError, Sender, Streaming, TextStream
+from rpckit.wellknown import upload_filename
+
+__all__ = ["StreamsExample", "create_service"]
+
+log = logging.getLogger("examples.streams")
+
+DEFAULT_INTERVAL_MS = 500
+DOG_COUNT = 10
+
+
+class StreamsExample(StreamsService):
+    """The example handlers; ``files_dir`` is the only directory DownloadFile reads from."""
+
+    def __init__(self, files_dir: Path) -> None:
+        self.files_dir = files_dir.resolve()
+
+    async def text_stream(self, request: TextStreamRequest, ctx: Context) -> TextStream:
+        count = request.start if request.HasField("start") else 0
+        interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
+
+        async def produce(tx: Sender[str]) -> None:
+            nonlocal count
+            while await tx.send(f"Hello, world! {count}"):
+                count += 1
+                await asyncio.sleep(interval)
+            log.info("text stream: client gone at %d", count)
+
+        return TextStream.spawn(produce)
+
+    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> Streaming[Dog]:
+        interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
+
+        async def produce(tx: Sender[Dog]) -> None:
+            for count in range(DOG_COUNT):
+                if not await tx.send(Dog(name=f"Dog {count}", age=count % 10)):
+                    break
+                if count < DOG_COUNT - 1:
+                    await asyncio.sleep(interval)
+
+        return Streaming.spawn(produce)
+
+    async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> UploadSummary:
+        return await _summarise(requests, upload_filename(ctx.request_headers) or "")
+
+    async def download_as_file_stream(self, request: DownloadRequest, ctx: Context) -> FileStream:
+        return FileStream.from_path(__file__, content_type="text/x-python; charset=utf-8")
+
+    async def download_file(self, request: DownloadFileRequest, ctx: Context) -> FileStream:
+        return FileStream.from_path(self._file(request.name))
+
+    async def upload_file_as_file_stream(
+        self, requests: FileStream, ctx: Context
+    ) -> UploadSummary:
+        return await _summarise(requests, requests.filename or "")
+
+    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
+        if request.index >= DOG_COUNT:
+            raise RpcError(Code.NOT_FOUND, f"no dog {request.index}; there are {DOG_COUNT}")
+        return Dog(name=f"Dog {request.index}", age=request.index % 10)
+
+    async def chat(
+        self, requests: AsyncIterator[ChatMessage], ctx: Context
+    ) -> AsyncIterator[ChatMessage]:
+        async def echo() -> AsyncIterator[ChatMessage]:
+            async for message in requests:
+                yield ChatMessage(text=message.text.upper())
+
+        return echo()
+
+    def _file(self, name: str) -> Path:
+        """The file ``name`` in files_dir; anything that is not a plain file there is not_found."""
+        not_found = RpcError(Code.NOT_FOUND, f"no file named {name!r}")
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise not_found
+        path = self.files_dir / name
+        try:
+            resolved = path.resolve(strict=True)
+        except OSError:
+            raise not_found from None
+        if resolved.parent != self.files_dir or not resolved.is_file():
+            raise not_found
+        return resolved
+
+
+def _interval(interval_ms: int | None) -> float:
+    return (DEFAULT_INTERVAL_MS if interval_ms is None else interval_ms) / 1000
+
+
+async def _summarise(chunks: ByteStream | FileStream, filename: str) -> UploadSummary:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return UploadSummary(size=size, sha256=digest.hexdigest(), filename=filename)
+
+
+def sample_files() -> Path:
+    """A temp directory with a couple of small files to download."""
+    directory = Path(tempfile.mkdtemp(prefix="rpckit-files-"))
+    (directory / "hello.txt").write_text("Hello from rpckit!\n")
+    (directory / "numbers.csv").write_text("".join(f"{i},{i * i}\n" for i in range(1000)))
+    return directory
+
+
+def create_service(argv: Sequence[str] = ()) -> StreamsExample:
+    """Build the service from ``rpckit serve`` extra arguments: ``[--files DIR]``."""
+    parser = argparse.ArgumentParser(prog="examples.streams.server")
+    parser.add_argument("--files", type=Path, help="directory DownloadFile serves")
+    args = parser.parse_args(list(argv))
+    files = args.files if args.files is not None else sample_files()
+    if not files.is_dir():
+        parser.error(f"--files {files} is not a directory")
+    return StreamsExample(files)

@@ -1,0 +1,64 @@
+"""The per-call context a handler receives, the same on every transport."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from rpckit.metadata import Metadata
+from rpckit.service import MethodSpec
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Request metadata, peer and deadline in; response headers and trailers out.
+
+    Transports create it; ``cancelled`` turns true (and ``wait_cancelled()`` returns) once
+    the client is gone or the deadline has passed.
+    """
+
+    def __init__(
+        self,
+        method: MethodSpec[Any, Any],
+        *,
+        transport: str,
+        request_headers: Metadata | None = None,
+        peer: str = "",
+        timeout: float | None = None,
+    ) -> None:
+        self.method = method
+        self.transport = transport
+        self.request_headers = request_headers if request_headers is not None else Metadata()
+        self.peer = peer
+        self.deadline: float | None = None if timeout is None else time.monotonic() + timeout
+        self.response_headers = Metadata()
+        self.response_trailers = Metadata()
+        self._cancelled: asyncio.Event | None = None
+        self._is_cancelled = False
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without a deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the client has gone away or the deadline has passed."""
+        return self._is_cancelled
+
+    async def wait_cancelled(self) -> None:
+        """Return once the call is cancelled."""
+        if self._is_cancelled:
+            return
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
+        await self._cancelled.wait()
+
+    def cancel(self) -> None:
+        """Mark the call cancelled; transports call this when the client goes away."""
+        self._is_cancelled = True
+        if self._cancelled is not None:
+            self._cancelled.set()

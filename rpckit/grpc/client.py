@@ -1,0 +1,180 @@
+"""A typed-client transport over grpc.aio channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from rpckit.client import CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.errors import Code, RpcError
+from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.grpc.status import STATUS_DETAILS_KEY, details_from_status, from_grpc_metadata
+from rpckit.metadata import Metadata
+from rpckit.service import MethodSpec
+
+__all__ = ["GrpcTransport"]
+
+I = TypeVar("I", bound=Message)  # noqa: E741 - request type
+O = TypeVar("O", bound=Message)  # noqa: E741 - response type
+
+
+def _error(exc: grpc.aio.AioRpcError) -> RpcError:
+    trailers = exc.trailing_metadata() or ()
+    details: list[Message] = []
+    rest: list[tuple[str, str]] = []
+    for key, value in trailers:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            details = details_from_status(value)
+        else:
+            rest += from_grpc_metadata([(key, value)]).items()
+    return RpcError(Code(exc.code().value[0]), exc.details() or "", details, metadata=rest)
+
+
+class GrpcTransport:
+    """Calls rpckit (or any gRPC) services over a grpc.aio channel.
+
+    ``GrpcTransport("127.0.0.1:50051")`` opens an insecure channel it owns; pass a channel to
+    share one. Use ``async with`` or ``close()`` to release an owned channel.
+    """
+
+    def __init__(
+        self,
+        target: str | grpc.aio.Channel,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if isinstance(target, str):
+            options = [
+                ("grpc.max_send_message_length", max_message_size),
+                ("grpc.max_receive_message_length", max_message_size),
+            ]
+            self.channel = grpc.aio.insecure_channel(target, options=options)
+            self._owned = True
+        else:
+            self.channel = target
+            self._owned = False
+
+    async def close(self) -> None:
+        """Close the channel if this transport opened it."""
+        if self._owned:
+            await self.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
+        """Call a unary method."""
+        stub = self.channel.unary_unary(
+            method.path,
+            request_serializer=_serialize,
+            response_deserializer=method.output.FromString,
+        )
+        call = stub(request, timeout=options.timeout, metadata=request_metadata(options))
+        response: O = await _finish_unary(call, options)
+        return response
+
+    async def client_stream(
+        self,
+        method: MethodSpec[I, O],
+        requests: AsyncIterable[I] | Iterable[I],
+        options: CallOptions,
+    ) -> O:
+        """Call a client-streaming method with the given requests."""
+        stub = self.channel.stream_unary(
+            method.path,
+            request_serializer=_serialize,
+            response_deserializer=method.output.FromString,
+        )
+        call = stub(
+            aiter(as_async_iterable(requests)),
+            timeout=options.timeout,
+            metadata=request_metadata(options),
+        )
+        response: O = await _finish_unary(call, options)
+        return response
+
+    def server_stream(
+        self, method: MethodSpec[I, O], request: I, options: CallOptions
+    ) -> StreamCall[O]:
+        """Call a server-streaming method; iterate the result for the responses."""
+        stub = self.channel.unary_stream(
+            method.path,
+            request_serializer=_serialize,
+            response_deserializer=method.output.FromString,
+        )
+        call = stub(request, timeout=options.timeout, metadata=request_metadata(options))
+        return StreamCall(_responses(call, options))
+
+    def bidi_stream(
+        self,
+        method: MethodSpec[I, O],
+        requests: AsyncIterable[I] | Iterable[I],
+        options: CallOptions,
+    ) -> StreamCall[O]:
+        """Call a bidi method; requests are sent as they come while responses are read."""
+        stub = self.channel.stream_stream(
+            method.path,
+            request_serializer=_serialize,
+            response_deserializer=method.output.FromString,
+        )
+        call = stub(
+            aiter(as_async_iterable(requests)),
+            timeout=options.timeout,
+            metadata=request_metadata(options),
+        )
+        return StreamCall(_responses(call, options))
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _record(call: Any, options: CallOptions, *, trailers: bool) -> None:
+    if options.response is None:
+        return
+    if not options.response.headers:
+        options.response.headers = from_grpc_metadata(await call.initial_metadata())
+    if trailers:
+        options.response.trailers = _plain(await call.trailing_metadata())
+
+
+def _plain(pairs: Any) -> Metadata:
+    return from_grpc_metadata([(k, v) for k, v in pairs or () if k != STATUS_DETAILS_KEY])
+
+
+async def _finish_unary(call: Any, options: CallOptions) -> Any:
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as exc:
+        if options.response is not None:
+            options.response.headers = from_grpc_metadata(exc.initial_metadata())
+            options.response.trailers = _plain(exc.trailing_metadata())
+        raise _error(exc) from None
+    await _record(call, options, trailers=True)
+    return response
+
+
+async def _responses(call: Any, options: CallOptions) -> AsyncIterator[Any]:
+    try:
+        await _record(call, options, trailers=False)
+        async for response in call:
+            yield response
+        await _record(call, options, trailers=True)
+    except grpc.aio.AioRpcError as exc:
+        if options.response is not None:
+            options.response.trailers = _plain(exc.trailing_metadata())
+        raise _error(exc) from None
+    finally:
+        call.cancel()

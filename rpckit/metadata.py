@@ -1,0 +1,101 @@
+"""Request and response metadata: an ordered multi-map of lower-case keys to strings.
+
+Keys ending in ``-bin`` carry binary values; every transport holds them base64-encoded
+(as the Connect protocol sends them), so handlers see one representation everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator, Mapping
+
+__all__ = ["Metadata", "MetadataLike", "decode_bin"]
+
+MetadataLike = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+class Metadata:
+    """An ordered multi-map of metadata; keys are case-insensitive and stored lower-case."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: MetadataLike | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        if items is not None:
+            self.extend(items)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value for ``key``, or ``default``."""
+        key = key.lower()
+        for k, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value for ``key``, in order."""
+        key = key.lower()
+        return [v for k, v in self._items if k == key]
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The first value of a ``-bin`` key, decoded from base64; None if absent or invalid."""
+        value = self.get(key)
+        if value is None:
+            return None
+        try:
+            return decode_bin(value)
+        except (binascii.Error, ValueError):
+            return None
+
+    def add(self, key: str, value: str | bytes) -> None:
+        """Append a value; bytes (for ``-bin`` keys) are stored base64-encoded."""
+        key = key.lower()
+        if isinstance(value, bytes):
+            if not key.endswith("-bin"):
+                raise ValueError(f"binary metadata needs a key ending in -bin, not {key!r}")
+            value = base64.b64encode(value).decode("ascii")
+        self._items.append((key, value))
+
+    def set(self, key: str, value: str | bytes) -> None:
+        """Replace every value of ``key`` with one value."""
+        self.remove(key)
+        self.add(key, value)
+
+    def remove(self, key: str) -> None:
+        """Drop every value of ``key``."""
+        key = key.lower()
+        self._items = [(k, v) for k, v in self._items if k != key]
+
+    def extend(self, items: MetadataLike) -> None:
+        """Append many pairs (or a mapping's items)."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for k, v in pairs:
+            self.add(k, v)
+
+    def items(self) -> list[tuple[str, str]]:
+        """All pairs, in order."""
+        return list(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Metadata) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._items!r})"
+
+
+def decode_bin(value: str) -> bytes:
+    """Decode a ``-bin`` value; padded or unpadded base64, as the Connect protocol allows."""
+    return base64.b64decode(value + "=" * (-len(value) % 4))

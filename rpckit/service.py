@@ -1,0 +1,134 @@
+"""Services and their method tables: what every transport serves.
+
+Generated ``*_rpckit.py`` modules declare one ``ServiceSpec`` per proto service and an
+abstract ``Service`` subclass; transports read the spec and call the bound handlers.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+__all__ = [
+    "HttpRule",
+    "Idempotency",
+    "MethodKind",
+    "MethodSpec",
+    "ServerStream",
+    "Service",
+    "ServiceSpec",
+    "resolve_stream",
+]
+
+I = TypeVar("I", bound=Message)  # noqa: E741 - request type
+O = TypeVar("O", bound=Message)  # noqa: E741 - response type
+T = TypeVar("T")
+
+#: What a server-streaming or bidi handler may return: an async iterable (an ``async def``
+#: generator, a ``Streaming``, ``TextStream``, ``ByteStream``, ``FileStream``) or an
+#: awaitable of one (an ``async def`` that returns a stream).
+ServerStream = AsyncIterable[T] | Awaitable[AsyncIterable[T]]
+
+
+class MethodKind(enum.Enum):
+    """The four RPC shapes."""
+
+    UNARY = "unary"
+    SERVER_STREAM = "server_stream"
+    CLIENT_STREAM = "client_stream"
+    BIDI_STREAM = "bidi_stream"
+
+    @property
+    def client_streams(self) -> bool:
+        return self in (MethodKind.CLIENT_STREAM, MethodKind.BIDI_STREAM)
+
+    @property
+    def server_streams(self) -> bool:
+        return self in (MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM)
+
+
+class Idempotency(enum.Enum):
+    """The proto ``idempotency_level`` option."""
+
+    UNKNOWN = "unknown"
+    NO_SIDE_EFFECTS = "no_side_effects"
+    IDEMPOTENT = "idempotent"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRule:
+    """One ``google.api.http`` binding: verb, path template and which field is the body."""
+
+    method: str
+    path: str
+    body: str = ""
+    response_body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec(Generic[I, O]):
+    """Everything a transport needs to serve or call one RPC."""
+
+    service: str
+    name: str
+    handler: str
+    kind: MethodKind
+    input: type[I]
+    output: type[O]
+    idempotency: Idempotency = Idempotency.UNKNOWN
+    http: tuple[HttpRule, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """The gRPC and Connect path, ``/<package>.<Service>/<Method>``."""
+        return f"/{self.service}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A proto service: its full name and its methods, in declaration order."""
+
+    name: str
+    methods: tuple[MethodSpec[Any, Any], ...]
+    by_name: dict[str, MethodSpec[Any, Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {m.name: m for m in self.methods})
+
+
+Handler = Callable[..., Any]
+
+
+class Service(abc.ABC):
+    """Base of every generated service class; subclass the generated one, not this."""
+
+    __rpckit_spec__: ClassVar[ServiceSpec]
+
+    @classmethod
+    def spec(cls) -> ServiceSpec:
+        """The method table of the generated service this class implements."""
+        try:
+            return cls.__rpckit_spec__
+        except AttributeError:
+            raise TypeError(f"{cls.__name__} is not a generated rpckit service") from None
+
+    def bind(self) -> list[tuple[MethodSpec[Any, Any], Handler]]:
+        """Each method of the spec with this instance's handler for it."""
+        return [(method, getattr(self, method.handler)) for method in self.spec().methods]
+
+
+async def resolve_stream(result: ServerStream[T]) -> AsyncIterator[T]:
+    """The async iterator a streaming handler's return value stands for."""
+    if inspect.isawaitable(result):
+        result = await result
+    if not isinstance(result, AsyncIterable):
+        raise TypeError(
+            f"a streaming handler must return an async iterable, not {type(result).__name__}"
+        )
+    return aiter(result)

@@ -1,0 +1,156 @@
+"""How rpckit's stream types map onto the well-known stream messages (DESIGN.md §4).
+
+``rpckit.v1.Text`` carries TextStream items, ``rpckit.v1.Bytes`` ByteStream items and
+``google.api.HttpBody`` file chunks; file name and size travel as metadata. Every
+transport uses these adapters, so one handler sees the same types everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from google.api.httpbody_pb2 import HttpBody
+from google.protobuf.message import Message
+
+from rpckit.errors import Code, RpcError
+from rpckit.files import content_disposition, parse_content_disposition, sanitize_filename
+from rpckit.metadata import Metadata
+from rpckit.service import MethodSpec
+from rpckit.streams import ByteStream, FileStream, TextStream
+from rpckit.v1.stream_pb2 import Bytes, Text
+
+__all__ = [
+    "adapt_requests",
+    "encode_stream",
+    "file_headers",
+    "upload_filename",
+    "upload_headers",
+]
+
+CONTENT_DISPOSITION = "content-disposition"
+CONTENT_SIZE = "x-content-size"
+
+
+def file_headers(stream: object) -> list[tuple[str, str]]:
+    """Response metadata that describes a FileStream (name and size); empty for others."""
+    if not isinstance(stream, FileStream):
+        return []
+    headers = [(CONTENT_DISPOSITION, content_disposition(stream.filename))]
+    if stream.size is not None:
+        headers.append((CONTENT_SIZE, str(stream.size)))
+    return headers
+
+
+def upload_headers(filename: str | None, size: int | None) -> list[tuple[str, str]]:
+    """Request metadata a client sends with a file upload."""
+    headers = [(CONTENT_DISPOSITION, content_disposition(filename))] if filename else []
+    if size is not None:
+        headers.append((CONTENT_SIZE, str(size)))
+    return headers
+
+
+def encode_stream(
+    method: MethodSpec[Any, Any], stream: AsyncIterator[Any]
+) -> AsyncIterator[Message]:
+    """The messages a handler's stream stands for: str becomes Text, bytes Bytes or HttpBody."""
+    if method.output is Text:
+        return _texts(stream)
+    if method.output is Bytes:
+        return _bytes(stream)
+    if method.output is HttpBody:
+        content_type = stream.content_type if isinstance(stream, FileStream) else ""
+        return _bodies(stream, content_type)
+    return stream
+
+
+async def _texts(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
+    async for item in stream:
+        yield Text(text=item) if isinstance(item, str) else item
+
+
+async def _bytes(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
+    async for item in stream:
+        yield Bytes(data=bytes(item)) if isinstance(item, bytes | bytearray | memoryview) else item
+
+
+async def _bodies(stream: AsyncIterator[Any], content_type: str) -> AsyncIterator[Message]:
+    async for item in stream:
+        if isinstance(item, bytes | bytearray | memoryview):
+            item = HttpBody(content_type=content_type, data=bytes(item))
+        content_type = ""  # the content type rides on the first chunk only
+        yield item
+
+
+async def adapt_requests(
+    method: MethodSpec[Any, Any], requests: AsyncIterable[Any], headers: Metadata
+) -> AsyncIterable[Any]:
+    """What a client-streaming handler receives: TextStream, ByteStream, FileStream or messages."""
+    if method.input is Text:
+        return TextStream(_field(requests, "text"))
+    if method.input is Bytes:
+        return ByteStream(_field(requests, "data"))
+    if method.input is HttpBody:
+        return await _upload(requests, headers)
+    return requests
+
+
+async def _field(requests: AsyncIterable[Any], name: str) -> AsyncIterator[Any]:
+    async for message in requests:
+        yield getattr(message, name)
+
+
+def declared_size(headers: Metadata) -> int | None:
+    """The ``x-content-size`` a client declared, or None; ``invalid_argument`` if malformed."""
+    raw = headers.get(CONTENT_SIZE)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise RpcError(Code.INVALID_ARGUMENT, "x-content-size must be a non-negative integer")
+    return int(raw)
+
+
+def upload_filename(headers: Metadata) -> str | None:
+    """The sanitised file name a client gave in ``Content-Disposition``, or None."""
+    return sanitize_filename(parse_content_disposition(headers.get(CONTENT_DISPOSITION)))
+
+
+async def _upload(requests: AsyncIterable[Any], headers: Metadata) -> FileStream:
+    size = declared_size(headers)
+    filename = upload_filename(headers)
+    iterator = aiter(requests)
+    first: HttpBody | None = await anext(iterator, None)
+    content_type = (first.content_type if first is not None else "") or "application/octet-stream"
+    return FileStream(
+        checked_chunks(_chunks(first, iterator), size),
+        filename=filename,
+        size=size,
+        content_type=content_type,
+    )
+
+
+async def _chunks(first: HttpBody | None, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    if first is None:
+        return
+    if first.data:
+        yield first.data
+    async for body in rest:
+        if body.data:
+            yield body.data
+
+
+async def checked_chunks(chunks: AsyncIterator[bytes], size: int | None) -> AsyncIterator[bytes]:
+    """Pass chunks through, failing the upload if they disagree with the declared size."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if size is not None and received > size:
+            raise RpcError(
+                Code.INVALID_ARGUMENT, f"upload is larger than its x-content-size ({size})"
+            )
+        yield chunk
+    if size is not None and received != size:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"upload ended after {received} of {size} bytes declared in x-content-size",
+        )
