@@ -1,0 +1,24 @@
+# Sourced by the README's commands: builds .venv and the Node tools from a clean clone.
+# Idempotent: a second run only checks what is already installed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+export PATH="$ROOT/.venv/bin:$PATH"
+if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "setup: node and npm are needed (apt-get install nodejs npm)" >&2
+      exit 1
+    fi
+  fi
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  export PATH="$ROOT/tests/node/node_modules/.bin:$PATH"
+fi
