@@ -15,8 +15,9 @@ __all__ = ["Context"]
 class Context:
     """Request metadata, peer and deadline in; response headers and trailers out.
 
-    Transports create it; ``cancelled`` turns true (and ``wait_cancelled()`` returns) once
-    the client is gone or the deadline has passed.
+    Transports create it and enforce the deadline; ``cancelled`` turns true once the client
+    is gone or the deadline has passed, and ``wait_cancelled()`` returns once the transport
+    has noticed either.
     """
 
     def __init__(
@@ -26,13 +27,14 @@ class Context:
         transport: str,
         request_headers: Metadata | None = None,
         peer: str = "",
-        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.method = method
         self.transport = transport
         self.request_headers = request_headers if request_headers is not None else Metadata()
         self.peer = peer
-        self.deadline: float | None = None if timeout is None else time.monotonic() + timeout
+        #: When the call times out, in ``time.monotonic()`` seconds; None without a deadline.
+        self.deadline = deadline
         self.response_headers = Metadata()
         self.response_trailers = Metadata()
         self._cancelled: asyncio.Event | None = None
@@ -47,6 +49,8 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once the client has gone away or the deadline has passed."""
+        if not self._is_cancelled and self.deadline is not None:
+            self._is_cancelled = time.monotonic() >= self.deadline
         return self._is_cancelled
 
     async def wait_cancelled(self) -> None:

@@ -100,14 +100,16 @@ async def _field(requests: AsyncIterable[Any], name: str) -> AsyncIterator[Any]:
         yield getattr(message, name)
 
 
+_BAD_SIZE = -1
+
+
 def declared_size(headers: Metadata) -> int | None:
-    """The ``x-content-size`` a client declared, or None; ``invalid_argument`` if malformed."""
+    """The ``x-content-size`` a client declared; None if absent, -1 if malformed."""
     raw = headers.get(CONTENT_SIZE)
     if raw is None:
         return None
-    if not raw.strip().isdigit():
-        raise RpcError(Code.INVALID_ARGUMENT, "x-content-size must be a non-negative integer")
-    return int(raw)
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() else _BAD_SIZE
 
 
 def upload_filename(headers: Metadata) -> str | None:
@@ -124,7 +126,7 @@ async def _upload(requests: AsyncIterable[Any], headers: Metadata) -> FileStream
     return FileStream(
         checked_chunks(_chunks(first, iterator), size),
         filename=filename,
-        size=size,
+        size=None if size == _BAD_SIZE else size,
         content_type=content_type,
     )
 
@@ -140,7 +142,12 @@ async def _chunks(first: HttpBody | None, rest: AsyncIterator[Any]) -> AsyncIter
 
 
 async def checked_chunks(chunks: AsyncIterator[bytes], size: int | None) -> AsyncIterator[bytes]:
-    """Pass chunks through, failing the upload if they disagree with the declared size."""
+    """Pass chunks through, failing the upload if they disagree with the declared size.
+
+    A malformed size fails on the first read, so the handler decides when input is read.
+    """
+    if size == _BAD_SIZE:
+        raise RpcError(Code.INVALID_ARGUMENT, "x-content-size must be a non-negative integer")
     received = 0
     async for chunk in chunks:
         received += len(chunk)

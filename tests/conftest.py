@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,20 +13,10 @@ import pytest
 from examples.streams.server import StreamsExample
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit.codegen import run_protoc
-from rpckit.grpc import GrpcServer, GrpcTransport
+from rpckit.grpc import GrpcTransport
+from tests.support import ROOT, node_available, require_tool, serve_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-NODE_BIN = ROOT / "tests" / "node" / "node_modules"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(available: bool, reason: str) -> None:
-    """Skip outside CI when a tool is missing; in CI a missing tool is a failure."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: this test must run, not skip)")
-    pytest.skip(reason)
+__all__ = ["node_available", "require_tool"]
 
 
 @pytest.fixture
@@ -50,12 +38,8 @@ def service(files_dir: Path) -> StreamsExample:
 @pytest.fixture
 async def grpc_address(service: StreamsExample) -> AsyncIterator[str]:
     """The example served by rpckit's gRPC server on a free loopback port."""
-    server = GrpcServer([service])
-    port = await server.start("127.0.0.1:0")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
+    async with serve_grpc(service) as address:
+        yield address
 
 
 @pytest.fixture
@@ -77,13 +61,10 @@ def grpc_stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]
     )
     path = out / "examples" / "streams" / "v1" / "streams_pb2_grpc.py"
     spec = importlib.util.spec_from_file_location("streams_pb2_grpc", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop(spec.name, None)
-
-
-def node_available() -> bool:
-    return shutil.which("node") is not None and (NODE_BIN / "@grpc" / "grpc-js").is_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -44,14 +45,17 @@ ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
 
 
 def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
+    now = time.monotonic()  # read first, so the deadline is never later than grpcio's
     remaining = context.time_remaining()
-    return Context(
+    ctx = Context(
         method,
         transport="grpc",
         request_headers=from_grpc_metadata(context.invocation_metadata()),
         peer=context.peer(),
-        timeout=remaining if remaining is not None and remaining < _NO_DEADLINE else None,
+        deadline=now + remaining if remaining is not None and remaining < _NO_DEADLINE else None,
     )
+    context.add_done_callback(lambda done: ctx.cancel() if done.cancelled() else None)
+    return ctx
 
 
 async def _send_headers(context: ServicerContext, ctx: Context) -> None:

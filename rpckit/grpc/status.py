@@ -48,12 +48,9 @@ def details_from_status(raw: bytes) -> list[Message]:
     return list(status.details)
 
 
-def to_grpc_metadata(metadata: Metadata) -> list[tuple[str, str | bytes]]:
-    """rpckit metadata as grpcio wants it: ``-bin`` values as raw bytes."""
-    out: list[tuple[str, str | bytes]] = []
-    for key, value in metadata:
-        out.append((key, decode_bin(value) if key.endswith("-bin") else value))
-    return out
+def to_grpc_metadata(metadata: Metadata) -> tuple[tuple[str, str | bytes], ...]:
+    """rpckit metadata as grpcio wants it: a tuple of pairs, ``-bin`` values as raw bytes."""
+    return tuple((k, decode_bin(v) if k.endswith("-bin") else v) for k, v in metadata)
 
 
 def from_grpc_metadata(pairs: Sequence[tuple[str, str | bytes]] | None) -> Metadata:
