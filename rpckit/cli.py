@@ -113,8 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.grpc:
         parser.error("serve needs --grpc HOST:PORT")
     services = load_services(args.target, extra)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(services, grpc_address=args.grpc, grace=args.grace))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(services, grpc_address=args.grpc, grace=args.grace))
+    except OSError as exc:
+        print(f"rpckit: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,101 @@
+"""``rpckit serve`` as a real process: serves, shuts down gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from examples.streams.v1.streams_pb2 import GetDogRequest, JsonStreamRequest, TextStreamRequest
+from examples.streams.v1.streams_rpckit import StreamsServiceClient
+from rpckit import Code, RpcError
+from rpckit.grpc import GrpcTransport
+from tests.support import ROOT
+
+
+async def _start(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rpckit", "serve", "examples.streams.server:create_service",
+        "--grpc", "127.0.0.1:0", *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+    match = re.search(r"gRPC listening on (\S+)", line)
+    assert match, line
+    return process, match.group(1)
+
+
+@pytest.fixture
+async def served(files_dir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    process, address = await _start("--files", str(files_dir), "--grace", "5")
+    try:
+        yield process, address
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serve_and_graceful_shutdown(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    process, address = served
+    async with GrpcTransport(address) as transport:
+        client = StreamsServiceClient(transport)
+        assert (await client.get_dog(GetDogRequest(index=5))).name == "Dog 5"
+        dogs = client.json_stream(JsonStreamRequest(interval_ms=100))
+        first = await anext(dogs)
+        process.send_signal(signal.SIGTERM)  # mid-stream: the stream may finish
+        rest = [dog async for dog in dogs]
+    assert [d.name for d in [first, *rest]] == [f"Dog {i}" for i in range(10)]
+    assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+
+
+async def test_grace_period_cancels_endless_streams(files_dir: Path) -> None:
+    process, address = await _start("--files", str(files_dir), "--grace", "0.2")
+    try:
+        async with GrpcTransport(address) as transport:
+            texts = StreamsServiceClient(transport).text_stream(TextStreamRequest(interval_ms=20))
+            await anext(texts)
+            process.send_signal(signal.SIGINT)
+            with pytest.raises(RpcError) as caught:
+                async for _ in texts:
+                    pass
+        assert caught.value.code in (Code.UNAVAILABLE, Code.CANCELLED)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_bad_target_is_a_clear_error() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rpckit", "serve", "examples.streams.server:nope",
+        "--grpc", "127.0.0.1:0", cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode != 0
+    assert b"has no attribute 'nope'" in stderr
+    assert b"Traceback" not in stderr
+
+
+async def test_port_in_use_is_a_clear_error(served: tuple[asyncio.subprocess.Process, str]) -> None:
+    _, address = served
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rpckit", "serve", "examples.streams.server:create_service",
+        "--grpc", address, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode != 0
+    assert f"could not bind gRPC server to {address}".encode() in stderr
+    async with grpc.aio.insecure_channel(address) as channel:  # the first server is unharmed
+        client = StreamsServiceClient(GrpcTransport(channel))
+        assert (await client.get_dog(GetDogRequest(index=1))).name == "Dog 1"

@@ -1,0 +1,46 @@
+"""rpckit.errors and rpckit.metadata."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpckit import Code, Metadata, RpcError
+
+
+def test_sixteen_codes_with_connect_names_and_statuses() -> None:
+    assert len(Code) == 17  # OK plus the 16 error codes
+    assert Code.CANCELLED.connect_name == "canceled"
+    assert Code.NOT_FOUND.connect_name == "not_found"
+    assert Code.from_connect_name("resource_exhausted") is Code.RESOURCE_EXHAUSTED
+    assert Code.from_connect_name("nonsense") is Code.UNKNOWN
+    expected = {
+        Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INVALID_ARGUMENT: 400,
+        Code.DEADLINE_EXCEEDED: 504, Code.NOT_FOUND: 404, Code.ALREADY_EXISTS: 409,
+        Code.PERMISSION_DENIED: 403, Code.RESOURCE_EXHAUSTED: 429,
+        Code.FAILED_PRECONDITION: 400, Code.ABORTED: 409, Code.OUT_OF_RANGE: 400,
+        Code.UNIMPLEMENTED: 501, Code.INTERNAL: 500, Code.UNAVAILABLE: 503,
+        Code.DATA_LOSS: 500, Code.UNAUTHENTICATED: 401,
+    }  # fmt: skip
+    assert {code: code.http_status for code in Code if code is not Code.OK} == expected
+
+
+def test_rpc_error_text() -> None:
+    error = RpcError(Code.NOT_FOUND, "no such dog")
+    assert str(error) == "not_found: no such dog"
+    assert (error.code, error.message, error.details) == (Code.NOT_FOUND, "no such dog", [])
+
+
+def test_metadata_multi_map() -> None:
+    md = Metadata({"X-One": "1"})
+    md.add("x-one", "2")
+    md.add("trace-bin", b"\x00\xff")
+    assert md.get("X-ONE") == "1"
+    assert md.get_all("x-one") == ["1", "2"]
+    assert md.get("trace-bin") == "AP8="
+    assert md.get_bytes("trace-bin") == b"\x00\xff"
+    md.set("x-one", "3")
+    assert md.get_all("x-one") == ["3"]
+    assert "x-one" in md
+    assert len(md) == 2
+    with pytest.raises(ValueError, match="-bin"):
+        md.add("plain", b"bytes")

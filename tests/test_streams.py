@@ -1,0 +1,179 @@
+"""rpckit.streams: the bounded sender, spawn and wrap, FileStream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from rpckit import ByteStream, Code, FileStream, RpcError, Sender, Streaming, TextStream
+
+
+async def test_wraps_an_async_iterable() -> None:
+    async def words() -> AsyncIterator[str]:
+        for word in ["a", "b", "c"]:
+            yield word
+
+    assert [w async for w in TextStream(words())] == ["a", "b", "c"]
+
+
+async def test_spawn_delivers_in_order_and_ends() -> None:
+    async def produce(tx: Sender[int]) -> None:
+        for i in range(100):
+            assert await tx.send(i)
+
+    assert [i async for i in Streaming[int].spawn(produce, bound=4)] == list(range(100))
+
+
+async def test_producer_starts_only_when_read() -> None:
+    started = asyncio.Event()
+
+    async def produce(tx: Sender[str]) -> None:
+        started.set()
+        await tx.send("x")
+
+    stream = TextStream.spawn(produce)
+    await asyncio.sleep(0)
+    assert not started.is_set()
+    assert await anext(stream) == "x"
+    assert started.is_set()
+
+
+async def test_sender_is_bounded() -> None:
+    sent: list[int] = []
+    blocked = asyncio.Event()
+
+    async def produce(tx: Sender[int]) -> None:
+        for i in range(10):
+            if len(sent) == 3:
+                blocked.set()  # about to wait: the buffer (bound 3) is full
+            await tx.send(i)
+            sent.append(i)
+
+    stream = Streaming[int].spawn(produce, bound=3)
+    assert await anext(stream) == 0
+    await asyncio.wait_for(blocked.wait(), timeout=2)
+    # item 0 was read and 1..3 fill the buffer: the producer waits on item 4
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent == [0, 1, 2, 3]
+    assert [i async for i in stream] == list(range(1, 10))
+
+
+async def test_send_reports_false_once_reader_is_gone() -> None:
+    results: list[bool] = []
+    finished = asyncio.Event()
+
+    async def produce(tx: Sender[str]) -> None:
+        while await tx.send("tick"):
+            results.append(True)
+            await asyncio.sleep(0)
+        results.append(tx.closed)
+        finished.set()
+
+    stream = TextStream.spawn(produce, bound=1)
+    assert await anext(stream) == "tick"
+    await stream.aclose()
+    await asyncio.wait_for(finished.wait(), timeout=1)
+    assert results[-1] is True  # the sender knows it is closed
+
+
+async def test_blocked_send_wakes_with_false_on_close() -> None:
+    outcome: list[bool] = []
+    about_to_block = asyncio.Event()
+    done = asyncio.Event()
+
+    async def produce(tx: Sender[int]) -> None:
+        await tx.send(1)
+        await tx.send(2)  # fits once 1 is read; now the buffer (bound 1) is full
+        about_to_block.set()
+        outcome.append(await tx.send(3))  # waits for room until the reader leaves
+        done.set()
+
+    stream = Streaming[int].spawn(produce, bound=1)
+    assert await anext(stream) == 1
+    await asyncio.wait_for(about_to_block.wait(), timeout=1)
+    await stream.aclose()
+    await asyncio.wait_for(done.wait(), timeout=1)
+    assert outcome == [False]
+
+
+async def test_producer_ignoring_false_is_cancelled_after_grace() -> None:
+    cancelled = asyncio.Event()
+
+    async def stubborn(tx: Sender[int]) -> None:
+        await tx.send(0)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    stream = Streaming[int].spawn(stubborn, grace=0.05)
+    assert await anext(stream) == 0
+    await stream.aclose()
+    await asyncio.wait_for(cancelled.wait(), timeout=2)
+
+
+async def test_producer_error_reaches_the_reader_after_items() -> None:
+    async def failing(tx: Sender[str]) -> None:
+        await tx.send("first")
+        raise RpcError(Code.ABORTED, "gave up")
+
+    stream = TextStream.spawn(failing)
+    assert await anext(stream) == "first"
+    with pytest.raises(RpcError) as caught:
+        await anext(stream)
+    assert caught.value.code is Code.ABORTED
+
+
+def test_bound_must_be_positive() -> None:
+    async def produce(tx: Sender[int]) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="bound"):
+        Streaming[int].spawn(produce, bound=0)
+
+
+async def test_file_stream_from_path(tmp_path: Path) -> None:
+    path = tmp_path / "report.csv"
+    data = b"x,y\n" * 50_000
+    path.write_bytes(data)
+    stream = FileStream.from_path(path, chunk_size=4096)
+    assert (stream.filename, stream.size, stream.content_type) == (
+        "report.csv",
+        len(data),
+        "text/csv",
+    )
+    chunks = [c async for c in stream]
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks) == 4096
+
+
+def test_file_stream_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(RpcError) as caught:
+        FileStream.from_path(tmp_path / "nope")
+    assert caught.value.code is Code.NOT_FOUND
+    with pytest.raises(RpcError):
+        FileStream.from_path(tmp_path)  # a directory is not a file
+
+
+async def test_file_stream_save(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(10):
+            yield bytes([i]) * 1000
+
+    upload = FileStream(chunks(), filename="u.bin", size=10_000)
+    written = await upload.save(tmp_path / "out.bin")
+    assert written == 10_000
+    assert (tmp_path / "out.bin").read_bytes() == b"".join(bytes([i]) * 1000 for i in range(10))
+
+
+async def test_byte_stream_spawn() -> None:
+    async def produce(tx: Sender[bytes]) -> None:
+        await tx.send(b"ab")
+        await tx.send(b"cd")
+
+    assert b"".join([c async for c in ByteStream.spawn(produce)]) == b"abcd"
