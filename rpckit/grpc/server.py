@@ -234,7 +234,10 @@ class GrpcServer:
         if self.reflection:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
-        port = server.add_insecure_port(address)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises (or, in older releases, returns 0) on failure
+            port = 0
         if port == 0:
             raise OSError(f"could not bind gRPC server to {address}")
         await server.start()
