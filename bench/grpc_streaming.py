@@ -4,7 +4,8 @@ Every server serves ``examples.streams.v1.StreamsService/JsonStream`` from its o
 subprocess and streams ``--messages`` ``Dog`` messages per call as fast as it can. The
 client (this process) is the same for all of them: a plain ``grpc.aio`` channel and a raw
 ``unary_stream`` call, so only the server differs. Rounds alternate the servers (A, B, C,
-A, B, C, ...) to spread machine drift evenly; each server is warmed up once first.
+A, B, C, ...) to spread machine drift evenly; each server is warmed up first with a tenth of
+a call (then cancelled).
 
 Servers (``--servers``, comma-separated; ``grpc`` is always measured, as the baseline):
 
@@ -22,9 +23,12 @@ Servers (``--servers``, comma-separated; ``grpc`` is always measured, as the bas
 
 The handlers cycle through ten prebuilt ``Dog`` messages, so message construction (equal
 for all servers) does not dilute the framework overhead being compared. Besides the
-throughput, the server's CPU time per message (user + system, from ``/proc/PID/stat``) is
-reported: it is less sensitive to a noisy machine than wall-clock rates, and shows whether
-the server or the client was the bottleneck.
+throughput, CPU time per message (user + system) is reported for the whole server process,
+for its main thread alone (the asyncio loop that runs the handlers and grpcio's Python
+layer; the rest is grpc-core's threads), both from ``/proc``, and for this client process.
+CPU time is less sensitive to a noisy machine than wall-clock rates, and it shows which
+side was the bottleneck: with the client at a higher CPU cost per message than a server,
+the throughput ratios are capped near 1.0 and the server CPU columns tell servers apart.
 
 Run from anywhere: ``python bench/grpc_streaming.py [--messages N] [--rounds R]``.
 """
@@ -240,16 +244,18 @@ class Server:
     port: int
     rates: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    loop_cpu_us: list[float] = field(default_factory=list)
     client_cpu_us: list[float] = field(default_factory=list)
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all threads), or None off Linux."""
+def cpu_seconds(pid: int, *, loop_thread: bool = False) -> float | None:
+    """User + system CPU seconds of a process (or of its main thread), or None off Linux."""
+    stat = f"/proc/{pid}/task/{pid}/stat" if loop_thread else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICK
@@ -283,8 +289,8 @@ def stop_server(server: Server) -> None:
             process.wait()
 
 
-async def stream_once(server: Server, count: int) -> tuple[float, float | None, float]:
-    """Stream one call; messages per second, server and client CPU microseconds per message."""
+async def stream_once(server: Server, count: int) -> tuple[float, list[float], float]:
+    """One call: msgs/s, server (whole, loop thread) and client CPU microseconds per message."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         await channel.channel_ready()
         call = channel.unary_stream(
@@ -292,7 +298,8 @@ async def stream_once(server: Server, count: int) -> tuple[float, float | None, 
             request_serializer=JsonStreamRequest.SerializeToString,
             response_deserializer=Dog.FromString,
         )
-        cpu_before = cpu_seconds(server.process.pid)
+        pid = server.process.pid
+        cpu_before = [cpu_seconds(pid), cpu_seconds(pid, loop_thread=True)]
         client_before = time.process_time()
         start = time.perf_counter()
         received = 0
@@ -300,13 +307,28 @@ async def stream_once(server: Server, count: int) -> tuple[float, float | None, 
             received += 1
         elapsed = time.perf_counter() - start
         client_cpu = (time.process_time() - client_before) / count * 1e6
-        cpu_after = cpu_seconds(server.process.pid)
+        cpu_after = [cpu_seconds(pid), cpu_seconds(pid, loop_thread=True)]
     if received != count:
         raise RuntimeError(f"{server.kind}: got {received} messages, expected {count}")
-    cpu = None
-    if cpu_before is not None and cpu_after is not None:
-        cpu = (cpu_after - cpu_before) / count * 1e6
+    cpu = [
+        (after - before) / count * 1e6
+        for before, after in zip(cpu_before, cpu_after, strict=True)
+        if before is not None and after is not None
+    ]
     return count / elapsed, cpu, client_cpu
+
+
+async def warm_up(server: Server, count: int) -> None:
+    """Read the first ``count`` messages of one call, then cancel it."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_stream(
+            PATH,
+            request_serializer=JsonStreamRequest.SerializeToString,
+            response_deserializer=Dog.FromString,
+        )(JsonStreamRequest())
+        for _ in range(count):
+            await call.read()
+        call.cancel()
 
 
 def _fmt_rate(rate: float) -> str:
@@ -320,15 +342,16 @@ def report(servers: list[Server], count: int, rounds: int) -> str:
         "(median / min / max msgs/s; ratio = median of per-round ratios to bare grpc.aio).",
         "",
         "| server | median msgs/s | min | max | vs grpc.aio | server CPU µs/msg "
-        "| client CPU µs/msg |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| loop-thread CPU µs/msg | client CPU µs/msg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in servers:
         ratio = statistics.median(a / b for a, b in zip(s.rates, baseline.rates, strict=True))
         cpu = f"{statistics.median(s.cpu_us):.1f}" if s.cpu_us else "n/a"
+        loop = f"{statistics.median(s.loop_cpu_us):.1f}" if s.loop_cpu_us else "n/a"
         lines.append(
             f"| {s.kind} | {_fmt_rate(statistics.median(s.rates))} | {_fmt_rate(min(s.rates))} "
-            f"| {_fmt_rate(max(s.rates))} | {ratio:.2f}x | {cpu} "
+            f"| {_fmt_rate(max(s.rates))} | {ratio:.2f}x | {cpu} | {loop} "
             f"| {statistics.median(s.client_cpu_us):.1f} |"
         )
     lines += [
@@ -347,21 +370,22 @@ def _protobuf_version() -> str:
 
 
 async def measure(servers: list[Server], count: int, rounds: int) -> None:
-    for server in servers:  # warm-up
-        await stream_once(server, count)
+    for server in servers:
+        await warm_up(server, max(1, count // 10))
     for r in range(rounds):
         for server in servers:
             rate, cpu, client_cpu = await stream_once(server, count)
             server.rates.append(rate)
             server.client_cpu_us.append(client_cpu)
-            if cpu is not None:
-                server.cpu_us.append(cpu)
+            if len(cpu) == 2:
+                server.cpu_us.append(cpu[0])
+                server.loop_cpu_us.append(cpu[1])
             print(f"  round {r + 1}: {server.kind:<13} {_fmt_rate(rate):>9} msgs/s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=200_000, help="messages per call")
+    parser.add_argument("--messages", type=int, default=100_000, help="messages per call")
     parser.add_argument("--rounds", type=int, default=5, help="measured calls per server")
     parser.add_argument(
         "--servers",

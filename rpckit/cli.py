@@ -44,25 +44,46 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
     return list(services)
 
 
-async def serve(services: list[Service], *, grpc_address: str | None, grace: float) -> None:
-    """Run the transports until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(
+    services: list[Service],
+    *,
+    grpc_address: str | None,
+    http_address: str | None = None,
+    grace: float = 5.0,
+) -> None:
+    """Run the transports in one event loop until SIGINT or SIGTERM, then shut down.
+
+    In-flight calls get ``grace`` seconds to finish before they are cancelled.
+    """
     from rpckit.grpc import GrpcServer
+    from rpckit.http import create_app
+    from rpckit.http.serve import HttpServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    grpc_server = None
-    if grpc_address:
-        grpc_server = GrpcServer(services)
-        port = await grpc_server.start(grpc_address)
-        host = grpc_address.rpartition(":")[0]
-        log.info("gRPC on %s:%d", host, port)
-        print(f"rpckit: gRPC listening on {host}:{port}", flush=True)
-    await stop.wait()
-    log.info("shutting down (grace %.1fs)", grace)
-    if grpc_server is not None:
-        await grpc_server.stop(grace)
+    grpc_server = GrpcServer(services) if grpc_address else None
+    http_server = HttpServer(create_app(services), grace=grace) if http_address else None
+    try:
+        if grpc_server is not None and grpc_address:
+            port = await grpc_server.start(grpc_address)
+            _announce("gRPC", grpc_address, port)
+        if http_server is not None and http_address:
+            port = await http_server.start(http_address)
+            _announce("HTTP", http_address, port)
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", grace)
+    finally:
+        await asyncio.gather(
+            *(s.stop(grace) for s in [grpc_server] if s is not None),
+            *(s.stop() for s in [http_server] if s is not None),
+        )
+
+
+def _announce(name: str, address: str, port: int) -> None:
+    host = address.rpartition(":")[0] or "127.0.0.1"
+    print(f"rpckit: {name} listening on {host}:{port}", flush=True)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -97,9 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--grpc-python", action="store_true", help="also write grpcio's *_pb2_grpc.py stubs"
     )
 
-    srv = commands.add_parser("serve", help="serve MODULE:ATTR on gRPC (and HTTP)")
+    srv = commands.add_parser("serve", help="serve MODULE:ATTR on gRPC and/or HTTP/1.1")
     srv.add_argument("target", help="MODULE:ATTR: a Service, a list, or a factory(argv)")
     srv.add_argument("--grpc", metavar="HOST:PORT", help="gRPC address, e.g. 127.0.0.1:50051")
+    srv.add_argument("--http", metavar="HOST:PORT", help="HTTP/1.1 address, e.g. 127.0.0.1:8080")
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--log-level", default="info")
 
@@ -110,12 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.proto_path = args.proto_path or ["protos"]
         return _generate(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if not args.grpc:
-        parser.error("serve needs --grpc HOST:PORT")
+    if not args.grpc and not args.http:
+        parser.error("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
     services = load_services(args.target, extra)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(services, grpc_address=args.grpc, grace=args.grace))
+            asyncio.run(
+                serve(services, grpc_address=args.grpc, http_address=args.http, grace=args.grace)
+            )
     except OSError as exc:
         print(f"rpckit: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from examples.streams.server import StreamsExample
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit.codegen import run_protoc
 from rpckit.grpc import GrpcTransport
-from tests.support import ROOT, node_available, require_tool, serve_grpc
+from tests.support import ROOT, node_available, require_tool, serve_grpc, serve_http
 
 __all__ = ["node_available", "require_tool"]
 
@@ -68,3 +68,10 @@ def grpc_stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture
+async def http_url(service: StreamsExample) -> AsyncIterator[str]:
+    """The example on the HTTP bridge (uvicorn on a free loopback port)."""
+    async with serve_http(service) as url:
+        yield url

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,17 @@ async def serve_grpc(
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
+
+
+@asynccontextmanager
+async def serve_http(*services: Service, **options: Any) -> AsyncIterator[str]:
+    """Serve ``services`` on the HTTP bridge (uvicorn, real socket); yields the base URL."""
+    from rpckit.http import create_app
+    from rpckit.http.serve import HttpServer
+
+    server = HttpServer(create_app(list(services), **options), grace=1)
+    port = await server.start("127.0.0.1:0")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await server.stop()

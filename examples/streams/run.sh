@@ -3,4 +3,4 @@
 set -euo pipefail
 RPCKIT_SETUP_NODE=0 source "$(dirname "${BASH_SOURCE[0]}")/../../.ci/setup.sh"
 exec rpckit serve examples.streams.server:create_service \
-  --grpc "${GRPC_ADDR:-127.0.0.1:50051}" "$@"
+  --grpc "${GRPC_ADDR:-127.0.0.1:50051}" --http "${HTTP_ADDR:-127.0.0.1:8080}" "$@"

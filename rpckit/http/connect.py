@@ -1,0 +1,219 @@
+"""The Connect protocol's wire rules, free of I/O: envelopes, errors, end-of-stream
+messages, timeouts and metadata headers. Server and client both build on these."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
+
+from rpckit.errors import Code, RpcError
+from rpckit.metadata import Metadata
+
+__all__ = [
+    "FLAG_COMPRESSED",
+    "FLAG_END_STREAM",
+    "EnvelopeReader",
+    "end_stream",
+    "envelope",
+    "error_from_json",
+    "error_json",
+    "metadata_from_headers",
+    "parse_end_stream",
+    "parse_timeout",
+]
+
+PROTOCOL_VERSION = "1"
+FLAG_COMPRESSED = 0x01
+FLAG_END_STREAM = 0x02
+_HEADER = struct.Struct(">BI")
+MAX_TIMEOUT_DIGITS = 10
+TRAILER_PREFIX = "trailer-"
+# Headers that describe the HTTP exchange, not the call: never handed over as metadata.
+PROTOCOL_HEADERS = frozenset(
+    {
+        "host", "content-type", "content-length", "content-encoding", "accept-encoding",
+        "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+        "connect-protocol-version", "connect-timeout-ms", "connect-content-encoding",
+        "connect-accept-encoding", "accept", "date", "server",
+    }
+)  # fmt: skip
+
+
+def envelope(data: bytes, flags: int = 0) -> bytes:
+    """One enveloped message: a flags byte, a 4-byte big-endian length, the data."""
+    return _HEADER.pack(flags, len(data)) + data
+
+
+class EnvelopeReader:
+    """Splits a byte stream into (flags, message) pairs as chunks arrive.
+
+    Rejects a message longer than ``max_size`` from its header alone, before buffering it.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        """Add a chunk; yield every message it completes."""
+        self._buffer += chunk
+        while len(self._buffer) >= _HEADER.size:
+            flags, length = _HEADER.unpack_from(self._buffer)
+            if length > self.max_size:
+                raise RpcError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"message of {length} bytes is larger than the limit of {self.max_size}",
+                )
+            end = _HEADER.size + length
+            if len(self._buffer) < end:
+                return
+            data = bytes(self._buffer[_HEADER.size : end])
+            del self._buffer[:end]
+            yield flags, data
+
+    def close(self) -> None:
+        """The stream ended: fail if it stopped inside a message."""
+        if self._buffer:
+            raise RpcError(
+                Code.INVALID_ARGUMENT,
+                f"stream ended inside an envelope ({len(self._buffer)} bytes left over)",
+            )
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """Seconds from a ``Connect-Timeout-Ms`` header; None when absent."""
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > MAX_TIMEOUT_DIGITS:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"connect-timeout-ms must be a positive integer of at most 10 digits, not {value!r}",
+        )
+    return int(value) / 1000
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def error_json(error: RpcError) -> dict[str, Any]:
+    """The Connect ``Error`` object: code, message, details (type, value, debug)."""
+    body: dict[str, Any] = {"code": error.code.connect_name}
+    if error.message:
+        body["message"] = error.message
+    if error.details:
+        details = []
+        for detail in error.details:
+            packed = detail if isinstance(detail, any_pb2.Any) else _pack(detail)
+            item: dict[str, Any] = {
+                "type": packed.TypeName(),
+                "value": _b64(packed.value),
+            }
+            if not isinstance(detail, any_pb2.Any):
+                item["debug"] = json_format.MessageToDict(detail)
+            details.append(item)
+        body["details"] = details
+    return body
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def error_from_json(body: Any, status: int | None = None) -> RpcError:
+    """An RpcError from a Connect ``Error`` object (details as ``Any``), or from the HTTP
+    status when the body is missing or malformed."""
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        code = Code.from_connect_name(body["code"])
+        message = body.get("message") if isinstance(body.get("message"), str) else ""
+        details: list[Message] = []
+        for item in body.get("details") or ():
+            if isinstance(item, dict) and isinstance(item.get("type"), str):
+                try:
+                    value = _unb64(str(item.get("value", "")))
+                except (binascii.Error, ValueError):
+                    continue
+                details.append(
+                    any_pb2.Any(type_url=f"type.googleapis.com/{item['type']}", value=value)
+                )
+        return RpcError(code, message or "", details)
+    if status is not None:
+        return RpcError(Code.from_http_status(status), f"HTTP status {status}")
+    return RpcError(Code.UNKNOWN, "malformed error")
+
+
+def metadata_json(metadata: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Metadata as an end-of-stream ``metadata`` object: keys to lists of values."""
+    out: dict[str, list[str]] = {}
+    for key, value in metadata:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def end_stream(error: RpcError | None, trailers: Iterable[tuple[str, str]]) -> bytes:
+    """The end-of-stream message (JSON) that closes every Connect response stream."""
+    body: dict[str, Any] = {}
+    if error is not None:
+        body["error"] = error_json(error)
+        trailers = [*trailers, *error.metadata]
+    metadata = metadata_json(trailers)
+    if metadata:
+        body["metadata"] = metadata
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def parse_end_stream(data: bytes) -> tuple[RpcError | None, Metadata]:
+    """The error (if any) and trailers of an end-of-stream message."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return RpcError(Code.INTERNAL, "malformed end-of-stream message"), Metadata()
+    if not isinstance(body, dict):
+        return RpcError(Code.INTERNAL, "malformed end-of-stream message"), Metadata()
+    trailers = Metadata()
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        for key, values in metadata.items():
+            for value in values if isinstance(values, list) else [values]:
+                trailers.add(str(key), str(value))
+    error = body.get("error")
+    if error is None:
+        return None, trailers
+    rpc_error = error_from_json(error)
+    rpc_error.metadata = trailers.items()
+    return rpc_error, trailers
+
+
+def metadata_from_headers(headers: Iterable[tuple[str, str]]) -> tuple[Metadata, Metadata]:
+    """Split response headers into leading metadata and ``trailer-`` prefixed trailers."""
+    leading, trailing = Metadata(), Metadata()
+    for key, value in headers:
+        key = key.lower()
+        if key.startswith(TRAILER_PREFIX):
+            trailing.add(key[len(TRAILER_PREFIX) :], value)
+        elif key not in PROTOCOL_HEADERS:
+            leading.add(key, value)
+    return leading, trailing
+
+
+def request_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
+    """The call metadata in request headers: everything but the protocol's own headers."""
+    metadata = Metadata()
+    for key, value in headers:
+        key = key.lower()
+        if key not in PROTOCOL_HEADERS:
+            metadata.add(key, value)
+    return metadata

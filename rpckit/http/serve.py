@@ -1,0 +1,68 @@
+"""Runs the bridge on uvicorn inside an existing event loop (beside the gRPC server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+__all__ = ["HttpServer"]
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the embedding process owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """uvicorn serving an ASGI app on a socket it binds itself (port 0 picks a free port)."""
+
+    def __init__(self, app: Any, *, grace: float = 5.0, log_level: str = "warning") -> None:
+        self.app = app
+        self.grace = grace
+        self.log_level = log_level
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, address: str) -> int:
+        """Bind ``host:port``, start serving in the background; returns the bound port."""
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"could not bind HTTP server to {address}: {exc.strerror}") from None
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_level=self.log_level,
+            timeout_graceful_shutdown=max(1, round(self.grace)),
+            access_log=False,
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise OSError(f"HTTP server on {address} stopped while starting")
+            await asyncio.sleep(0.01)
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    async def stop(self) -> None:
+        """Stop accepting; in-flight requests get the grace period, then are cancelled."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task

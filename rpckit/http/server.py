@@ -1,0 +1,498 @@
+"""Serves one RPC by the Connect protocol over HTTP/1.1, as a small ASGI app.
+
+Unary calls take POST (and GET for ``NO_SIDE_EFFECTS`` methods); streams use 5-byte
+envelopes and end with an end-of-stream message carrying the status and trailers.
+Bidi streaming needs HTTP/2 and is answered with ``unimplemented``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from google.protobuf.message import Message
+
+from rpckit.compression import Compression, CompressionRegistry, compressions, negotiate
+from rpckit.context import Context
+from rpckit.encodings import Encoding, EncodingRegistry, connect_codec, encodings
+from rpckit.errors import Code, RpcError
+from rpckit.http.connect import (
+    FLAG_COMPRESSED,
+    FLAG_END_STREAM,
+    PROTOCOL_VERSION,
+    TRAILER_PREFIX,
+    EnvelopeReader,
+    end_stream,
+    envelope,
+    error_json,
+    parse_timeout,
+    request_metadata,
+)
+from rpckit.metadata import Metadata
+from rpckit.service import Idempotency, MethodKind, MethodSpec, resolve_stream
+from rpckit.streams import aclose
+from rpckit.wellknown import adapt_requests, encode_stream, file_headers
+
+__all__ = ["BridgeOptions", "ConnectEndpoint"]
+
+log = logging.getLogger("rpckit.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Handler = Callable[..., Any]
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+@dataclass
+class BridgeOptions:
+    """Settings every endpoint of one HTTP bridge shares."""
+
+    encodings: EncodingRegistry = field(default_factory=lambda: encodings)
+    compressions: CompressionRegistry = field(default_factory=lambda: compressions)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Responses smaller than this are not worth compressing.
+    compress_min_bytes: int = 1024
+    #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
+    require_protocol_version: bool = False
+
+
+class ClientGone(Exception):
+    """The client disconnected while the request was being read."""
+
+
+def _header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes]]:
+    return [
+        ((prefix + k).encode("latin-1"), v.encode("latin-1", errors="replace"))
+        for k, v in metadata
+    ]
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise RpcError(
+                Code.RESOURCE_EXHAUSTED, f"request body is larger than the limit of {limit} bytes"
+            )
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class ConnectEndpoint:
+    """The ASGI app for one method: parses the call, runs the handler, writes the answer."""
+
+    def __init__(self, method: MethodSpec[Any, Any], handler: Handler, options: BridgeOptions):
+        self.method = method
+        self.handler = handler
+        self.options = options
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Metadata(
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        )
+        try:
+            if scope["method"] == "GET":
+                await self._get(scope, receive, send, headers)
+            elif scope["method"] == "POST":
+                await self._post(scope, receive, send, headers)
+            else:
+                raise _Reject(405, Code.UNIMPLEMENTED, "Connect calls use POST (or GET)")
+        except _Reject as reject:
+            await _send_error(send, reject.status, reject.error, reject.headers)
+        except ClientGone:
+            return
+
+    # --- request parsing -------------------------------------------------------------------
+
+    def _codec(self, content_type: str | None, *, streaming: bool) -> Encoding:
+        parsed = connect_codec(content_type or "")
+        codec = self.options.encodings.get(parsed[0]) if parsed else None
+        if parsed is None or codec is None or parsed[1] != streaming:
+            prefix = "application/connect+" if streaming else "application/"
+            accepted = [prefix + name for name in self.options.encodings.names()]
+            raise _Reject(
+                415,
+                Code.UNIMPLEMENTED,
+                f"unsupported content type {content_type!r}; accepted: {', '.join(accepted)}",
+                [(b"accept-post", ", ".join(accepted).encode())],
+            )
+        return codec
+
+    def _compression(self, name: str | None) -> Compression | None:
+        if name is None or name == "identity":
+            return None
+        compression = self.options.compressions.get(name)
+        if compression is None:
+            supported = ", ".join(["identity", *self.options.compressions.names()])
+            raise RpcError(
+                Code.UNIMPLEMENTED, f"unsupported compression {name!r}; supported: {supported}"
+            )
+        return compression
+
+    def _context(self, scope: Scope, headers: Metadata) -> Context:
+        version = headers.get("connect-protocol-version")
+        if version is not None and version != PROTOCOL_VERSION:
+            raise RpcError(
+                Code.INVALID_ARGUMENT, f"unsupported connect-protocol-version {version!r}"
+            )
+        if version is None and self.options.require_protocol_version:
+            raise RpcError(Code.INVALID_ARGUMENT, "missing connect-protocol-version header")
+        timeout = parse_timeout(headers.get("connect-timeout-ms"))
+        client = scope.get("client")
+        return Context(
+            self.method,
+            transport="connect",
+            request_headers=request_metadata(headers),
+            peer=f"{client[0]}:{client[1]}" if client else "",
+            deadline=None if timeout is None else time.monotonic() + timeout,
+        )
+
+    def _decode(self, codec: Encoding, data: bytes, compression: Compression | None) -> Any:
+        if compression is not None and data:
+            data = compression.decompress(data, self.options.max_message_size)
+        return codec.decode(data, self.method.input)
+
+    # --- unary -----------------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
+        if self.method.kind is not MethodKind.UNARY:
+            await self._stream(scope, receive, send, headers)
+            return
+        codec = self._codec(headers.get("content-type"), streaming=False)
+        accept = headers.get("accept-encoding")
+        try:
+            ctx = self._context(scope, headers)
+            compression = self._compression(headers.get("content-encoding"))
+            body = await _read_body(receive, self.options.max_message_size)
+            request = self._decode(codec, body, compression)
+        except RpcError as error:
+            await self._unary_error(send, error, None, accept)
+            return
+        await self._unary(send, codec, ctx, request, accept or headers.get("content-encoding"))
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
+        if (
+            self.method.kind is not MethodKind.UNARY
+            or self.method.idempotency is not Idempotency.NO_SIDE_EFFECTS
+        ):
+            raise _Reject(
+                405,
+                Code.UNIMPLEMENTED,
+                f"{self.method.name} has side effects: call it with POST",
+                [(b"allow", b"POST")],
+            )
+        query = _query(scope)
+        codec = self._codec(f"application/{query.get('encoding', '')}", streaming=False)
+        accept = headers.get("accept-encoding") or query.get("compression")
+        try:
+            ctx = self._context(scope, headers)
+            if query.get("connect", "v1") != "v1":
+                raise RpcError(Code.INVALID_ARGUMENT, f"unsupported connect={query['connect']}")
+            raw = query.get("message", "")
+            if query.get("base64") == "1":
+                try:
+                    data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+                except (binascii.Error, ValueError):
+                    raise RpcError(Code.INVALID_ARGUMENT, "message is not valid base64") from None
+            else:
+                data = raw.encode("utf-8", errors="surrogateescape")
+            if len(data) > self.options.max_message_size:
+                raise RpcError(Code.RESOURCE_EXHAUSTED, "message is larger than the limit")
+            request = self._decode(codec, data, self._compression(query.get("compression")))
+        except RpcError as error:
+            await self._unary_error(send, error, None, accept)
+            return
+        await self._unary(send, codec, ctx, request, accept)
+
+    async def _unary(
+        self, send: Send, codec: Encoding, ctx: Context, request: Message, accept: str | None
+    ) -> None:
+        try:
+            async with _deadline(ctx):
+                response = await self.handler(request, ctx)
+            data = codec.encode(response)
+        except RpcError as error:
+            await self._unary_error(send, error, ctx, accept)
+            return
+        except Exception:
+            log.exception("%s failed", self.method.path)
+            await self._unary_error(send, RpcError(Code.INTERNAL, "internal error"), ctx, accept)
+            return
+        headers = [(b"content-type", codec.content_type.encode())]
+        compression = negotiate(accept, self.options.compressions)
+        if compression is not None and len(data) >= self.options.compress_min_bytes:
+            data = compression.compress(data)
+            headers.append((b"content-encoding", compression.name.encode()))
+        headers.append((b"content-length", str(len(data)).encode()))
+        headers += _header_list(ctx.response_headers)
+        headers += _header_list(ctx.response_trailers, TRAILER_PREFIX)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _unary_error(
+        self, send: Send, error: RpcError, ctx: Context | None, accept: str | None
+    ) -> None:
+        extra: list[tuple[bytes, bytes]] = []
+        if ctx is not None:
+            extra += _header_list(ctx.response_headers)
+            trailers = Metadata(ctx.response_trailers)
+            trailers.extend(error.metadata)
+            extra += _header_list(trailers, TRAILER_PREFIX)
+        else:
+            extra += _header_list(Metadata(error.metadata), TRAILER_PREFIX)
+        await _send_error(send, error.code.http_status, error, extra)
+
+    # --- streams ---------------------------------------------------------------------------
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
+        codec = self._codec(headers.get("content-type"), streaming=True)
+        out_compression = negotiate(
+            headers.get("connect-accept-encoding") or headers.get("connect-content-encoding"),
+            self.options.compressions,
+        )
+        writer = _StreamWriter(send, codec, out_compression, self.options)
+        ctx: Context | None = None
+        try:
+            ctx = self._context(scope, headers)
+            in_compression = self._compression(headers.get("connect-content-encoding"))
+            if self.method.kind is MethodKind.BIDI_STREAM:
+                raise RpcError(
+                    Code.UNIMPLEMENTED,
+                    f"{self.method.name} is a bidi stream: it needs HTTP/2; call it over gRPC",
+                )
+            requests = self._messages(receive, codec, in_compression)
+        except RpcError as error:
+            await writer.finish(error, ctx)
+            return
+        assert ctx is not None
+        if self.method.kind is MethodKind.CLIENT_STREAM:
+            await self._client_stream(writer, ctx, requests)
+        else:
+            await self._server_stream(writer, ctx, requests, receive)
+
+    async def _messages(
+        self, receive: Receive, codec: Encoding, compression: Compression | None
+    ) -> AsyncIterator[Any]:
+        reader = EnvelopeReader(self.options.max_message_size)
+        async for chunk in _body_chunks(receive):
+            for flags, data in reader.feed(chunk):
+                if flags & FLAG_END_STREAM:
+                    raise RpcError(Code.INVALID_ARGUMENT, "end-of-stream flag in a request stream")
+                if flags & FLAG_COMPRESSED:
+                    if compression is None:
+                        raise RpcError(
+                            Code.INVALID_ARGUMENT,
+                            "compressed message without connect-content-encoding",
+                        )
+                    data = compression.decompress(data, self.options.max_message_size)
+                yield codec.decode(data, self.method.input)
+        reader.close()
+
+    async def _client_stream(
+        self, writer: _StreamWriter, ctx: Context, requests: AsyncIterator[Any]
+    ) -> None:
+        adapted: object = None
+        error: RpcError | None = None
+        try:
+            async with _deadline(ctx):
+                adapted = await adapt_requests(self.method, requests, ctx.request_headers)
+                response = await self.handler(adapted, ctx)
+                await writer.message(response, ctx)
+        except RpcError as exc:
+            error = exc
+        except ClientGone:
+            ctx.cancel()
+            return
+        except Exception:
+            log.exception("%s failed", self.method.path)
+            error = RpcError(Code.INTERNAL, "internal error")
+        finally:
+            await aclose(adapted)
+            await aclose(requests)
+        await writer.finish(error, ctx)
+
+    async def _server_stream(
+        self, writer: _StreamWriter, ctx: Context, requests: AsyncIterator[Any], receive: Receive
+    ) -> None:
+        try:
+            request = await anext(requests, None)
+            if request is None:
+                raise RpcError(Code.INVALID_ARGUMENT, "a server-streaming call needs one request")
+            if await anext(requests, None) is not None:
+                raise RpcError(Code.INVALID_ARGUMENT, "a server-streaming call takes one request")
+        except RpcError as error:
+            await writer.finish(error, ctx)
+            return
+        except ClientGone:
+            return
+        # The body is read: from now on receive() only reports the client leaving.
+        produce = asyncio.ensure_future(self._produce(writer, ctx, request))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait([produce, watch], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not produce.done():
+                ctx.cancel()
+                produce.cancel()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await produce
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _produce(self, writer: _StreamWriter, ctx: Context, request: Any) -> None:
+        stream: AsyncIterator[Any] | None = None
+        messages: AsyncIterator[Any] | None = None
+        error: RpcError | None = None
+        try:
+            async with _deadline(ctx):
+                stream = await resolve_stream(self.handler(request, ctx))
+                ctx.response_headers.extend(file_headers(stream))
+                messages = encode_stream(self.method, stream)
+                async for message in messages:
+                    await writer.message(message, ctx)
+        except RpcError as exc:
+            error = exc
+        except Exception:
+            log.exception("%s failed", self.method.path)
+            error = RpcError(Code.INTERNAL, "internal error")
+        finally:
+            await aclose(messages)
+            await aclose(stream)
+        await writer.finish(error, ctx)
+
+
+class _StreamWriter:
+    """Writes a Connect response stream: headers once, envelopes, then end-of-stream."""
+
+    def __init__(
+        self,
+        send: Send,
+        codec: Encoding,
+        compression: Compression | None,
+        options: BridgeOptions,
+    ) -> None:
+        self.send = send
+        self.codec = codec
+        self.compression = compression
+        self.options = options
+        self.started = False
+
+    async def _start(self, ctx: Context | None) -> None:
+        self.started = True
+        headers = [(b"content-type", f"application/connect+{self.codec.name}".encode())]
+        if self.compression is not None:
+            headers.append((b"connect-content-encoding", self.compression.name.encode()))
+        accepted = ", ".join(self.options.compressions.names())
+        if accepted:
+            headers.append((b"connect-accept-encoding", accepted.encode()))
+        if ctx is not None:
+            headers += _header_list(ctx.response_headers)
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def message(self, message: Message, ctx: Context) -> None:
+        data = self.codec.encode(message)
+        if len(data) > self.options.max_message_size:
+            raise RpcError(
+                Code.RESOURCE_EXHAUSTED,
+                f"response message of {len(data)} bytes is larger than the limit",
+            )
+        flags = 0
+        if self.compression is not None and len(data) >= self.options.compress_min_bytes:
+            data = self.compression.compress(data)
+            flags = FLAG_COMPRESSED
+        if not self.started:
+            await self._start(ctx)
+        await self.send(
+            {"type": "http.response.body", "body": envelope(data, flags), "more_body": True}
+        )
+
+    async def finish(self, error: RpcError | None, ctx: Context | None) -> None:
+        if not self.started:
+            await self._start(ctx)
+        trailers = ctx.response_trailers if ctx is not None else Metadata()
+        body = envelope(end_stream(error, trailers), FLAG_END_STREAM)
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _Reject(Exception):
+    """A request refused at the HTTP level, before any call starts."""
+
+    def __init__(
+        self,
+        status: int,
+        code: Code,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = RpcError(code, message)
+        self.headers = headers or []
+
+
+async def _send_error(
+    send: Send, status: int, error: RpcError, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(error_json(error), separators=(",", ":")).encode()
+    length = (b"content-length", str(len(body)).encode())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), length, *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return dict(parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
+
+
+@contextlib.asynccontextmanager
+async def _deadline(ctx: Context) -> AsyncIterator[None]:
+    """Enforce the call's deadline: on expiry, cancel the work and fail with deadline_exceeded."""
+    remaining = ctx.time_remaining()
+    if remaining is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(remaining):
+            yield
+    except TimeoutError:
+        ctx.cancel()
+        raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
