@@ -16,6 +16,7 @@ from examples.streams.v1.streams_pb2 import GetDogRequest, JsonStreamRequest, Te
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, RpcError
 from rpckit.grpc import GrpcTransport
+from rpckit.http import ConnectTransport
 from tests.support import ROOT
 
 
@@ -69,6 +70,26 @@ async def test_grace_period_cancels_endless_streams(files_dir: Path) -> None:
                 async for _ in texts:
                     pass
         assert caught.value.code in (Code.UNAVAILABLE, Code.CANCELLED)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_http_stream_finishes_on_sigterm(files_dir: Path) -> None:
+    process, _ = await _start("--files", str(files_dir), "--http", "127.0.0.1:0", "--grace", "5")
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        match = re.search(r"HTTP listening on (\S+)", line)
+        assert match, line
+        async with ConnectTransport(f"http://{match.group(1)}", encoding="json") as transport:
+            dogs = StreamsServiceClient(transport).json_stream(JsonStreamRequest(interval_ms=100))
+            first = await anext(dogs)
+            process.send_signal(signal.SIGTERM)
+            rest = [dog async for dog in dogs]
+        assert [d.name for d in [first, *rest]] == [f"Dog {i}" for i in range(10)]
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0
     finally:
         if process.returncode is None:
