@@ -12,8 +12,9 @@ from starlette.routing import Route
 from rpckit.compression import CompressionRegistry, compressions
 from rpckit.encodings import EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
+from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE, BridgeOptions
 from rpckit.http.connect import error_json
-from rpckit.http.server import DEFAULT_MAX_MESSAGE_SIZE, BridgeOptions, ConnectEndpoint
+from rpckit.http.connect_endpoint import ConnectEndpoint
 from rpckit.service import Service
 
 __all__ = ["create_app"]

@@ -23,6 +23,7 @@ from rpckit.client import CallOptions, StreamCall, as_async_iterable, request_me
 from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
+from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.connect import (
     FLAG_COMPRESSED,
     FLAG_END_STREAM,
@@ -33,7 +34,6 @@ from rpckit.http.connect import (
     metadata_from_headers,
     parse_end_stream,
 )
-from rpckit.http.server import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.service import Idempotency, MethodSpec
 
 __all__ = ["ConnectTransport"]

@@ -7,24 +7,33 @@ Bidi streaming needs HTTP/2 and is answered with ``unimplemented``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from google.protobuf.message import Message
 
-from rpckit.compression import Compression, CompressionRegistry, compressions, negotiate
+from rpckit.compression import Compression, negotiate
 from rpckit.context import Context
-from rpckit.encodings import Encoding, EncodingRegistry, connect_codec, encodings
+from rpckit.encodings import Encoding, connect_codec
 from rpckit.errors import Code, RpcError
+from rpckit.http.asgi import (
+    BridgeOptions,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    body_chunks,
+    deadline,
+    header_list,
+    read_body,
+    run_until_disconnect,
+    send_error,
+)
 from rpckit.http.connect import (
     FLAG_COMPRESSED,
     FLAG_END_STREAM,
@@ -33,7 +42,6 @@ from rpckit.http.connect import (
     EnvelopeReader,
     end_stream,
     envelope,
-    error_json,
     parse_timeout,
     request_metadata,
 )
@@ -42,72 +50,11 @@ from rpckit.service import Idempotency, MethodKind, MethodSpec, resolve_stream
 from rpckit.streams import aclose
 from rpckit.wellknown import adapt_requests, encode_stream, file_headers
 
-__all__ = ["BridgeOptions", "ConnectEndpoint"]
+__all__ = ["ConnectEndpoint"]
 
-log = logging.getLogger("rpckit.http")
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Handler = Callable[..., Any]
 
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
-
-
-@dataclass
-class BridgeOptions:
-    """Settings every endpoint of one HTTP bridge shares."""
-
-    encodings: EncodingRegistry = field(default_factory=lambda: encodings)
-    compressions: CompressionRegistry = field(default_factory=lambda: compressions)
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Responses smaller than this are not worth compressing.
-    compress_min_bytes: int = 1024
-    #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
-    require_protocol_version: bool = False
-
-
-class ClientGone(Exception):
-    """The client disconnected while the request was being read."""
-
-
-def _header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes]]:
-    return [
-        ((prefix + k).encode("latin-1"), v.encode("latin-1", errors="replace"))
-        for k, v in metadata
-    ]
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise RpcError(
-                Code.RESOURCE_EXHAUSTED, f"request body is larger than the limit of {limit} bytes"
-            )
-        if not message.get("more_body", False):
-            return bytes(body)
-
-
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+log = logging.getLogger("rpckit.http")
 
 
 class ConnectEndpoint:
@@ -130,7 +77,7 @@ class ConnectEndpoint:
             else:
                 raise _Reject(405, Code.UNIMPLEMENTED, "Connect calls use POST (or GET)")
         except _Reject as reject:
-            await _send_error(send, reject.status, reject.error, reject.headers)
+            await send_error(send, reject.status, reject.error, reject.headers)
         except ClientGone:
             return
 
@@ -195,7 +142,7 @@ class ConnectEndpoint:
         try:
             ctx = self._context(scope, headers)
             compression = self._compression(headers.get("content-encoding"))
-            body = await _read_body(receive, self.options.max_message_size)
+            body = await read_body(receive, self.options.max_message_size)
             request = self._decode(codec, body, compression)
         except RpcError as error:
             await self._unary_error(send, error, None, accept)
@@ -240,7 +187,7 @@ class ConnectEndpoint:
         self, send: Send, codec: Encoding, ctx: Context, request: Message, accept: str | None
     ) -> None:
         try:
-            async with _deadline(ctx):
+            async with deadline(ctx):
                 response = await self.handler(request, ctx)
             data = codec.encode(response)
         except RpcError as error:
@@ -256,8 +203,8 @@ class ConnectEndpoint:
             data = compression.compress(data)
             headers.append((b"content-encoding", compression.name.encode()))
         headers.append((b"content-length", str(len(data)).encode()))
-        headers += _header_list(ctx.response_headers)
-        headers += _header_list(ctx.response_trailers, TRAILER_PREFIX)
+        headers += header_list(ctx.response_headers)
+        headers += header_list(ctx.response_trailers, TRAILER_PREFIX)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -266,13 +213,13 @@ class ConnectEndpoint:
     ) -> None:
         extra: list[tuple[bytes, bytes]] = []
         if ctx is not None:
-            extra += _header_list(ctx.response_headers)
+            extra += header_list(ctx.response_headers)
             trailers = Metadata(ctx.response_trailers)
             trailers.extend(error.metadata)
-            extra += _header_list(trailers, TRAILER_PREFIX)
+            extra += header_list(trailers, TRAILER_PREFIX)
         else:
-            extra += _header_list(Metadata(error.metadata), TRAILER_PREFIX)
-        await _send_error(send, error.code.http_status, error, extra)
+            extra += header_list(Metadata(error.metadata), TRAILER_PREFIX)
+        await send_error(send, error.code.http_status, error, extra)
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -306,7 +253,7 @@ class ConnectEndpoint:
         self, receive: Receive, codec: Encoding, compression: Compression | None
     ) -> AsyncIterator[Any]:
         reader = EnvelopeReader(self.options.max_message_size)
-        async for chunk in _body_chunks(receive):
+        async for chunk in body_chunks(receive):
             for flags, data in reader.feed(chunk):
                 if flags & FLAG_END_STREAM:
                     raise RpcError(Code.INVALID_ARGUMENT, "end-of-stream flag in a request stream")
@@ -326,7 +273,7 @@ class ConnectEndpoint:
         adapted: object = None
         error: RpcError | None = None
         try:
-            async with _deadline(ctx):
+            async with deadline(ctx):
                 adapted = await adapt_requests(self.method, requests, ctx.request_headers)
                 response = await self.handler(adapted, ctx)
                 await writer.message(response, ctx)
@@ -357,27 +304,14 @@ class ConnectEndpoint:
             return
         except ClientGone:
             return
-        # The body is read: from now on receive() only reports the client leaving.
-        produce = asyncio.ensure_future(self._produce(writer, ctx, request))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            await asyncio.wait([produce, watch], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not produce.done():
-                ctx.cancel()
-                produce.cancel()
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await produce
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await run_until_disconnect(self._produce(writer, ctx, request), receive, ctx)
 
     async def _produce(self, writer: _StreamWriter, ctx: Context, request: Any) -> None:
         stream: AsyncIterator[Any] | None = None
         messages: AsyncIterator[Any] | None = None
         error: RpcError | None = None
         try:
-            async with _deadline(ctx):
+            async with deadline(ctx):
                 stream = await resolve_stream(self.handler(request, ctx))
                 ctx.response_headers.extend(file_headers(stream))
                 messages = encode_stream(self.method, stream)
@@ -419,7 +353,7 @@ class _StreamWriter:
         if accepted:
             headers.append((b"connect-accept-encoding", accepted.encode()))
         if ctx is not None:
-            headers += _header_list(ctx.response_headers)
+            headers += header_list(ctx.response_headers)
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def message(self, message: Message, ctx: Context) -> None:
@@ -463,36 +397,6 @@ class _Reject(Exception):
         self.headers = headers or []
 
 
-async def _send_error(
-    send: Send, status: int, error: RpcError, headers: list[tuple[bytes, bytes]]
-) -> None:
-    body = json.dumps(error_json(error), separators=(",", ":")).encode()
-    length = (b"content-length", str(len(body)).encode())
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), length, *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _query(scope: Scope) -> dict[str, str]:
     raw = scope.get("query_string", b"").decode("latin-1")
     return dict(parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
-
-
-@contextlib.asynccontextmanager
-async def _deadline(ctx: Context) -> AsyncIterator[None]:
-    """Enforce the call's deadline: on expiry, cancel the work and fail with deadline_exceeded."""
-    remaining = ctx.time_remaining()
-    if remaining is None:
-        yield
-        return
-    try:
-        async with asyncio.timeout(remaining):
-            yield
-    except TimeoutError:
-        ctx.cancel()
-        raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None

@@ -1,0 +1,147 @@
+"""ASGI plumbing both bridge dialects share: reading bodies, noticing disconnects,
+headers, JSON errors and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rpckit.compression import CompressionRegistry, compressions
+from rpckit.context import Context
+from rpckit.encodings import EncodingRegistry, encodings
+from rpckit.errors import Code, RpcError
+from rpckit.http.connect import error_json
+from rpckit.metadata import Metadata
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "BridgeOptions",
+    "ClientGone",
+    "Receive",
+    "Scope",
+    "Send",
+    "body_chunks",
+    "deadline",
+    "header_list",
+    "read_body",
+    "run_until_disconnect",
+    "send_error",
+]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+@dataclass
+class BridgeOptions:
+    """Settings every endpoint of one HTTP bridge shares."""
+
+    encodings: EncodingRegistry = field(default_factory=lambda: encodings)
+    compressions: CompressionRegistry = field(default_factory=lambda: compressions)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Responses smaller than this are not worth compressing.
+    compress_min_bytes: int = 1024
+    #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
+    require_protocol_version: bool = False
+
+
+class ClientGone(Exception):
+    """The client disconnected while the request was being read."""
+
+
+def header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes]]:
+    return [
+        ((prefix + k).encode("latin-1"), v.encode("latin-1", errors="replace")) for k, v in metadata
+    ]
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise RpcError(
+                Code.RESOURCE_EXHAUSTED, f"request body is larger than the limit of {limit} bytes"
+            )
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_error(
+    send: Send, status: int, error: RpcError, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(error_json(error), separators=(",", ":")).encode()
+    length = (b"content-length", str(len(body)).encode())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), length, *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.asynccontextmanager
+async def deadline(ctx: Context) -> AsyncIterator[None]:
+    """Enforce the call's deadline: on expiry, cancel the work and fail with deadline_exceeded."""
+    remaining = ctx.time_remaining()
+    if remaining is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(remaining):
+            yield
+    except TimeoutError:
+        ctx.cancel()
+        raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
+
+
+async def run_until_disconnect(
+    work: Coroutine[Any, Any, None], receive: Receive, ctx: Context
+) -> None:
+    """Run ``work`` (which writes a response) until it ends or the client disconnects.
+
+    Only for requests whose body has been read: receive() then reports nothing but the
+    disconnect. A disconnect cancels the work and marks the call cancelled.
+    """
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            ctx.cancel()
+            task.cancel()
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
