@@ -145,3 +145,71 @@ async def run_until_disconnect(
             await task
         with contextlib.suppress(asyncio.CancelledError):
             await watch
+
+
+class BodyWriter:
+    """Writes a streamed response body, merging chunks produced while a send is in flight.
+
+    ``write()`` only queues: a writer task sends whatever is pending each time it runs, so a
+    fast producer fills few large chunks and a slow one still has each chunk sent as soon as
+    it yields control. ``write()`` waits once ``high_water`` bytes are pending (backpressure).
+    """
+
+    def __init__(self, send: Send, high_water: int = 64 * 1024) -> None:
+        self._send = send
+        self._high_water = high_water
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._final = False
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        """Queue ``data``; waits while too much is pending; raises if sending failed."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        elif self._task.done():
+            self._task.result()  # re-raise what stopped the writer
+            raise OSError("the response body is already complete")
+        self._pending.append(data)
+        self._size += len(data)
+        self._wake.set()
+        if self._size >= self._high_water:
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def close(self, last: bytes = b"") -> None:
+        """Queue the final chunk and wait until everything has been sent."""
+        if self._task is None:
+            await self._send({"type": "http.response.body", "body": last, "more_body": False})
+            return
+        self._pending.append(last)
+        self._final = True
+        self._wake.set()
+        await self._task
+
+    async def abort(self) -> None:
+        """Stop the writer without finishing the body (the response is cut off)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                body = b"".join(self._pending)
+                final = self._final
+                self._pending.clear()
+                self._size = 0
+                self._drained.set()
+                await self._send(
+                    {"type": "http.response.body", "body": body, "more_body": not final}
+                )
+                if final:
+                    return
+        finally:
+            self._drained.set()  # never leave a writer waiting on a dead task

@@ -7,6 +7,7 @@ Bidi streaming needs HTTP/2 and is answered with ``unimplemented``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -22,6 +23,7 @@ from rpckit.context import Context
 from rpckit.encodings import Encoding, connect_codec
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import (
+    BodyWriter,
     BridgeOptions,
     ClientGone,
     Receive,
@@ -319,6 +321,9 @@ class ConnectEndpoint:
                     await writer.message(message, ctx)
         except RpcError as exc:
             error = exc
+        except asyncio.CancelledError:
+            await writer.abort()
+            raise
         except Exception:
             log.exception("%s failed", self.method.path)
             error = RpcError(Code.INTERNAL, "internal error")
@@ -342,6 +347,7 @@ class _StreamWriter:
         self.codec = codec
         self.compression = compression
         self.options = options
+        self.body = BodyWriter(send)
         self.started = False
 
     async def _start(self, ctx: Context | None) -> None:
@@ -369,16 +375,16 @@ class _StreamWriter:
             flags = FLAG_COMPRESSED
         if not self.started:
             await self._start(ctx)
-        await self.send(
-            {"type": "http.response.body", "body": envelope(data, flags), "more_body": True}
-        )
+        await self.body.write(envelope(data, flags))
 
     async def finish(self, error: RpcError | None, ctx: Context | None) -> None:
         if not self.started:
             await self._start(ctx)
         trailers = ctx.response_trailers if ctx is not None else Metadata()
-        body = envelope(end_stream(error, trailers), FLAG_END_STREAM)
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        await self.body.close(envelope(end_stream(error, trailers), FLAG_END_STREAM))
+
+    async def abort(self) -> None:
+        await self.body.abort()
 
 
 class _Reject(Exception):
