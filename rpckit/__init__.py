@@ -12,12 +12,13 @@ from rpckit.service import (
     Service,
     ServiceSpec,
 )
-from rpckit.streams import ByteStream, FileStream, Sender, Streaming, TextStream
+from rpckit.streams import ByteStream, Event, FileStream, Sender, Streaming, TextStream
 
 __all__ = [
     "ByteStream",
     "Code",
     "Context",
+    "Event",
     "FileStream",
     "HttpRule",
     "Idempotency",

@@ -40,6 +40,11 @@ class Context:
         self._cancelled: asyncio.Event | None = None
         self._is_cancelled = False
 
+    @property
+    def last_event_id(self) -> str | None:
+        """The ``Last-Event-ID`` a reconnecting SSE client sent: where to resume a stream."""
+        return self.request_headers.get("last-event-id")
+
     def time_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""
         if self.deadline is None:

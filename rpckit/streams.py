@@ -14,6 +14,7 @@ import mimetypes
 import os
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
@@ -22,6 +23,7 @@ from rpckit.errors import Code, RpcError
 __all__ = [
     "DEFAULT_BOUND",
     "ByteStream",
+    "Event",
     "FileStream",
     "Sender",
     "Streaming",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 #: Items a spawned producer may run ahead of its reader.
 DEFAULT_BOUND = 16
@@ -37,6 +40,23 @@ DEFAULT_BOUND = 16
 PRODUCER_GRACE = 5.0
 #: Bytes per read when streaming a file from disk.
 FILE_CHUNK_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[T_co]):
+    """A stream item with server-sent-event fields: over SSE they become ``id:``, ``event:``
+    and ``retry:`` lines (``id`` comes back as ``Last-Event-ID`` on reconnect); every other
+    framing and transport sees only ``data``."""
+
+    data: T_co
+    id: str | None = None
+    event: str | None = None
+    retry: int | None = None
+
+
+def unwrap(item: Any) -> Any:
+    """The payload of a stream item: an Event's data, anything else as it is."""
+    return item.data if type(item) is Event else item
 
 
 class _Channel(Generic[T]):

@@ -17,7 +17,7 @@ from rpckit.errors import Code, RpcError
 from rpckit.files import content_disposition, parse_content_disposition, sanitize_filename
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
-from rpckit.streams import ByteStream, FileStream, TextStream
+from rpckit.streams import ByteStream, Event, FileStream, TextStream
 from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
@@ -61,21 +61,32 @@ def encode_stream(
     if method.output is HttpBody:
         content_type = stream.content_type if isinstance(stream, FileStream) else ""
         return _bodies(stream, content_type)
-    return stream
+    return _messages(stream)
+
+
+async def _messages(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
+    async for item in stream:
+        yield item.data if type(item) is Event else item
 
 
 async def _texts(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
     async for item in stream:
+        if type(item) is Event:
+            item = item.data
         yield Text(text=item) if isinstance(item, str) else item
 
 
 async def _bytes(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
     async for item in stream:
+        if type(item) is Event:
+            item = item.data
         yield Bytes(data=bytes(item)) if isinstance(item, bytes | bytearray | memoryview) else item
 
 
 async def _bodies(stream: AsyncIterator[Any], content_type: str) -> AsyncIterator[Message]:
     async for item in stream:
+        if type(item) is Event:
+            item = item.data
         if isinstance(item, bytes | bytearray | memoryview):
             item = HttpBody(content_type=content_type, data=bytes(item))
         content_type = ""  # the content type rides on the first chunk only

@@ -25,7 +25,7 @@ from examples.streams.v1.streams_pb2 import (
     UploadSummary,
 )
 from examples.streams.v1.streams_rpckit import StreamsService
-from rpckit import ByteStream, Code, Context, FileStream, RpcError, Sender, Streaming, TextStream
+from rpckit import ByteStream, Code, Context, Event, FileStream, RpcError, Sender, Streaming
 from rpckit.wellknown import upload_filename
 
 __all__ = ["StreamsExample", "create_service"]
@@ -42,25 +42,33 @@ class StreamsExample(StreamsService):
     def __init__(self, files_dir: Path) -> None:
         self.files_dir = files_dir.resolve()
 
-    async def text_stream(self, request: TextStreamRequest, ctx: Context) -> TextStream:
-        count = request.start if request.HasField("start") else 0
+    async def text_stream(
+        self, request: TextStreamRequest, ctx: Context
+    ) -> Streaming[Event[str]]:
+        count = _resume(ctx, request.start if request.HasField("start") else 0)
         interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
 
-        async def produce(tx: Sender[str]) -> None:
+        async def produce(tx: Sender[Event[str]]) -> None:
             nonlocal count
-            while await tx.send(f"Hello, world! {count}"):
+            # Each item carries its number as an SSE id, so a reconnecting EventSource
+            # resumes right after the last item it saw (see _resume).
+            while await tx.send(Event(f"Hello, world! {count}", id=str(count))):
                 count += 1
                 await asyncio.sleep(interval)
             log.info("text stream: client gone at %d", count)
 
-        return TextStream.spawn(produce)
+        return Streaming.spawn(produce)
 
-    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> Streaming[Dog]:
+    async def json_stream(
+        self, request: JsonStreamRequest, ctx: Context
+    ) -> Streaming[Event[Dog]]:
         interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
+        first = _resume(ctx, 0)
 
-        async def produce(tx: Sender[Dog]) -> None:
-            for count in range(DOG_COUNT):
-                if not await tx.send(Dog(name=f"Dog {count}", age=count % 10)):
+        async def produce(tx: Sender[Event[Dog]]) -> None:
+            for count in range(first, DOG_COUNT):
+                dog = Dog(name=f"Dog {count}", age=count % 10)
+                if not await tx.send(Event(dog, id=str(count))):
                     break
                 if count < DOG_COUNT - 1:
                     await asyncio.sleep(interval)
@@ -108,6 +116,16 @@ class StreamsExample(StreamsService):
         if resolved.parent != self.files_dir or not resolved.is_file():
             raise not_found
         return resolved
+
+
+def _resume(ctx: Context, start: int) -> int:
+    """Where a stream starts: after the Last-Event-ID a reconnecting client sent, if any."""
+    last = ctx.last_event_id
+    if last is None:
+        return start
+    if not last.isdigit():
+        raise RpcError(Code.INVALID_ARGUMENT, f"Last-Event-ID must be a number, not {last!r}")
+    return int(last) + 1
 
 
 def _interval(interval_ms: int | None) -> float:

@@ -228,6 +228,9 @@ class _FileWriter:
             item = m.output
             if m.output_full in _OUTPUT_EXTRA:
                 item = f"{m.output} | {_OUTPUT_EXTRA[m.output_full]}"
+            if m.kind in ("SERVER_STREAM", "BIDI_STREAM"):
+                self.rpckit_names.add("Event")
+                item = f"{item} | Event[{item}]"
             if m.kind in ("CLIENT_STREAM", "BIDI_STREAM"):
                 stream = _INPUT_STREAM.get(m.input_full)
                 if stream is not None:

@@ -8,7 +8,7 @@ import abc
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final
 
-from rpckit import ByteStream, Context, FileStream, HttpRule, Idempotency, MethodKind, MethodSpec, ServerStream, Service, ServiceSpec
+from rpckit import ByteStream, Context, Event, FileStream, HttpRule, Idempotency, MethodKind, MethodSpec, ServerStream, Service, ServiceSpec
 from rpckit.client import CallOptions, ResponseMetadata, StreamCall, Transport
 from rpckit.metadata import MetadataLike
 import examples.streams.v1.streams_pb2 as _examples_streams_v1_streams__pb2
@@ -127,12 +127,12 @@ class StreamsService(Service, abc.ABC):
     __rpckit_spec__ = STREAMS_SERVICE
 
     @abc.abstractmethod
-    def text_stream(self, request: _examples_streams_v1_streams__pb2.TextStreamRequest, ctx: Context) -> ServerStream[_rpckit_v1_stream__pb2.Text | str]:
+    def text_stream(self, request: _examples_streams_v1_streams__pb2.TextStreamRequest, ctx: Context) -> ServerStream[_rpckit_v1_stream__pb2.Text | str | Event[_rpckit_v1_stream__pb2.Text | str]]:
         """A text stream: "Hello, world! N" from `start`, every `interval_ms`, until the client leaves.
         """
 
     @abc.abstractmethod
-    def json_stream(self, request: _examples_streams_v1_streams__pb2.JsonStreamRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Dog]:
+    def json_stream(self, request: _examples_streams_v1_streams__pb2.JsonStreamRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Dog | Event[_examples_streams_v1_streams__pb2.Dog]]:
         """Ten dogs, "Dog 0" to "Dog 9"."""
 
     @abc.abstractmethod
@@ -140,11 +140,11 @@ class StreamsService(Service, abc.ABC):
         """Receives raw bytes and reports their size and sha256."""
 
     @abc.abstractmethod
-    def download_as_file_stream(self, request: _examples_streams_v1_streams__pb2.DownloadRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes]:
+    def download_as_file_stream(self, request: _examples_streams_v1_streams__pb2.DownloadRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
         """Sends the server module's own source file."""
 
     @abc.abstractmethod
-    def download_file(self, request: _examples_streams_v1_streams__pb2.DownloadFileRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes]:
+    def download_file(self, request: _examples_streams_v1_streams__pb2.DownloadFileRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
         """Sends one file from the directory the server was started with."""
 
     @abc.abstractmethod
@@ -156,7 +156,7 @@ class StreamsService(Service, abc.ABC):
         """One dog by index; an index of 10 or more is not_found."""
 
     @abc.abstractmethod
-    def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.ChatMessage]:
+    def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.ChatMessage | Event[_examples_streams_v1_streams__pb2.ChatMessage]]:
         """Echoes every message upper-cased (bidi: gRPC only)."""
 
 
