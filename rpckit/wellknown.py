@@ -50,9 +50,7 @@ def upload_headers(filename: str | None, size: int | None) -> list[tuple[str, st
     return headers
 
 
-def encode_stream(
-    method: MethodSpec[Any, Any], stream: AsyncIterator[Any]
-) -> AsyncIterator[Message]:
+def encode_stream(method: MethodSpec[Any, Any], stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """The messages a handler's stream stands for: str becomes Text, bytes Bytes or HttpBody."""
     if method.output is Text:
         return _texts(stream)
@@ -61,12 +59,7 @@ def encode_stream(
     if method.output is HttpBody:
         content_type = stream.content_type if isinstance(stream, FileStream) else ""
         return _bodies(stream, content_type)
-    return _messages(stream)
-
-
-async def _messages(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
-    async for item in stream:
-        yield item.data if type(item) is Event else item
+    return stream  # items may still be Events: transports unwrap them inline (hot path)
 
 
 async def _texts(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:

@@ -29,7 +29,7 @@ from rpckit.grpc.status import (
 )
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec, Service, resolve_stream
-from rpckit.streams import aclose
+from rpckit.streams import Event, aclose
 from rpckit.wellknown import adapt_requests, encode_stream, file_headers
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
@@ -138,9 +138,9 @@ def _server_stream(method: MethodSpec[Any, Any], fn: Handler) -> Handler:
             first = await anext(messages, _END)
             await _send_headers(context, ctx)
             if first is not _END:
-                await context.write(first)
+                await context.write(first.data if type(first) is Event else first)
                 async for message in messages:
-                    await context.write(message)
+                    await context.write(message.data if type(message) is Event else message)
         except asyncio.CancelledError:
             ctx.cancel()
             raise

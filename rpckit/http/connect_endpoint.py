@@ -49,7 +49,7 @@ from rpckit.http.connect import (
 )
 from rpckit.metadata import Metadata
 from rpckit.service import Idempotency, MethodKind, MethodSpec, resolve_stream
-from rpckit.streams import aclose
+from rpckit.streams import Event, aclose
 from rpckit.wellknown import adapt_requests, encode_stream, file_headers
 
 __all__ = ["ConnectEndpoint"]
@@ -318,6 +318,8 @@ class ConnectEndpoint:
                 ctx.response_headers.extend(file_headers(stream))
                 messages = encode_stream(self.method, stream)
                 async for message in messages:
+                    if type(message) is Event:
+                        message = message.data
                     await writer.message(message, ctx)
         except RpcError as exc:
             error = exc
