@@ -58,19 +58,12 @@ if str(REPO) not in sys.path:
 
 import grpc  # noqa: E402
 
+from bench.common import Unimplemented  # noqa: E402
 from examples.streams.v1.streams_pb2 import (  # noqa: E402
-    ChatMessage,
     Dog,
-    DownloadFileRequest,
-    DownloadRequest,
-    GetDogRequest,
     JsonStreamRequest,
-    TextStreamRequest,
-    UploadSummary,
 )
-from examples.streams.v1.streams_rpckit import StreamsService  # noqa: E402
-from rpckit import ByteStream, Code, Context, FileStream, RpcError, Sender, Streaming  # noqa: E402
-from rpckit.v1.stream_pb2 import Text  # noqa: E402
+from rpckit import Context, Sender, Streaming  # noqa: E402
 
 PROTO = "examples/streams/v1/streams.proto"
 PATH = "/examples.streams.v1.StreamsService/JsonStream"
@@ -83,36 +76,7 @@ DOGS = [Dog(name=f"Dog {i}", age=i) for i in range(10)]
 # --- servers (run in subprocesses) ----------------------------------------------------------
 
 
-class _Unimplemented(StreamsService):
-    """Every method but json_stream answers unimplemented."""
-
-    def text_stream(self, request: TextStreamRequest, ctx: Context) -> AsyncIterator[Text]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def download_as_file_stream(
-        self, request: DownloadRequest, ctx: Context
-    ) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def download_file(self, request: DownloadFileRequest, ctx: Context) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def chat(
-        self, requests: AsyncIterator[ChatMessage], ctx: Context
-    ) -> AsyncIterator[ChatMessage]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-
-class GeneratorService(_Unimplemented):
+class GeneratorService(Unimplemented):
     """json_stream is an async generator."""
 
     def __init__(self, count: int) -> None:
@@ -123,7 +87,7 @@ class GeneratorService(_Unimplemented):
             yield DOGS[i % 10]
 
 
-class SpawnService(_Unimplemented):
+class SpawnService(Unimplemented):
     """json_stream returns Streaming.spawn(producer): the bounded sender path."""
 
     def __init__(self, count: int) -> None:

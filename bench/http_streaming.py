@@ -55,19 +55,12 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.common import Unimplemented  # noqa: E402
 from examples.streams.v1.streams_pb2 import (  # noqa: E402
-    ChatMessage,
     Dog,
-    DownloadFileRequest,
-    DownloadRequest,
-    GetDogRequest,
     JsonStreamRequest,
-    TextStreamRequest,
-    UploadSummary,
 )
-from examples.streams.v1.streams_rpckit import StreamsService  # noqa: E402
-from rpckit import ByteStream, Code, Context, FileStream, RpcError  # noqa: E402
-from rpckit.v1.stream_pb2 import Text  # noqa: E402
+from rpckit import Context  # noqa: E402
 
 PROTO = "examples/streams/v1/streams.proto"
 CONNECT_PATH = "/examples.streams.v1.StreamsService/JsonStream"
@@ -91,7 +84,7 @@ _HEADER = struct.Struct(">BI")
 # --- servers (run in subprocesses) ----------------------------------------------------------
 
 
-class RpckitDogs(StreamsService):
+class RpckitDogs(Unimplemented):
     """json_stream is an async generator of ``count`` dogs; nothing else is implemented."""
 
     def __init__(self, count: int) -> None:
@@ -100,31 +93,6 @@ class RpckitDogs(StreamsService):
     async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:
         for i in range(self.count):
             yield Dog(name=f"Dog {i}", age=i % 10)
-
-    def text_stream(self, request: TextStreamRequest, ctx: Context) -> AsyncIterator[Text]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def download_as_file_stream(
-        self, request: DownloadRequest, ctx: Context
-    ) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def download_file(self, request: DownloadFileRequest, ctx: Context) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
-
-    def chat(
-        self, requests: AsyncIterator[ChatMessage], ctx: Context
-    ) -> AsyncIterator[ChatMessage]:
-        raise RpcError(Code.UNIMPLEMENTED, "not in this benchmark")
 
 
 def load_connect_module(gen_dir: Path) -> ModuleType:

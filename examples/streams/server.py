@@ -19,8 +19,11 @@ from examples.streams.v1.streams_pb2 import (
     Dog,
     DownloadFileRequest,
     DownloadRequest,
+    FileInfo,
     GetDogRequest,
     JsonStreamRequest,
+    ListFilesRequest,
+    ListFilesResponse,
     TextStreamRequest,
     UploadSummary,
 )
@@ -87,7 +90,24 @@ class StreamsExample(StreamsService):
     async def upload_file_as_file_stream(
         self, requests: FileStream, ctx: Context
     ) -> UploadSummary:
-        return await _summarise(requests, requests.filename or "")
+        """Stream the upload to disk chunk by chunk (memory stays flat, whatever the size)."""
+        target = _unique(self.files_dir, requests.filename or "upload.bin")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with target.open("xb") as out:
+                async for chunk in requests:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)  # no half-written files left behind
+            raise
+        return UploadSummary(size=size, sha256=digest.hexdigest(), filename=target.name)
+
+    async def list_files(self, request: ListFilesRequest, ctx: Context) -> ListFilesResponse:
+        entries = await asyncio.to_thread(_list_files, self.files_dir)
+        return ListFilesResponse(files=entries)
 
     async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
         if request.index >= DOG_COUNT:
@@ -116,6 +136,21 @@ class StreamsExample(StreamsService):
         if resolved.parent != self.files_dir or not resolved.is_file():
             raise not_found
         return resolved
+
+
+def _unique(directory: Path, name: str) -> Path:
+    """A path in ``directory`` for an already-sanitised name that does not exist yet."""
+    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+    for n in range(1000):
+        candidate = directory / (name if n == 0 else f"{stem} ({n}){dot}{suffix}")
+        if not candidate.exists():
+            return candidate
+    raise RpcError(Code.ALREADY_EXISTS, f"too many files named {name!r}")
+
+
+def _list_files(directory: Path) -> list[FileInfo]:
+    files = (p for p in sorted(directory.iterdir()) if p.is_file() and not p.is_symlink())
+    return [FileInfo(name=p.name, size=p.stat().st_size) for p in files]
 
 
 def _resume(ctx: Context, start: int) -> int:

@@ -106,6 +106,7 @@ def test_method_table_matches_the_proto() -> None:
         "UploadAsByteStream": MethodKind.CLIENT_STREAM,
         "DownloadAsFileStream": MethodKind.SERVER_STREAM,
         "DownloadFile": MethodKind.SERVER_STREAM,
+        "ListFiles": MethodKind.UNARY,
         "UploadFileAsFileStream": MethodKind.CLIENT_STREAM,
         "GetDog": MethodKind.UNARY,
         "Chat": MethodKind.BIDI_STREAM,

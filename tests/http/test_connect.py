@@ -27,7 +27,7 @@ from examples.streams.v1.streams_pb2 import (
     TextStreamRequest,
 )
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
-from rpckit import Code, Context, RpcError, Sender, TextStream
+from rpckit import Code, Context, Event, RpcError, Sender, Streaming
 from rpckit.client import ResponseMetadata
 from rpckit.encodings import encodings
 from rpckit.http import ConnectTransport
@@ -335,18 +335,20 @@ class Observed(StreamsExample):
         ctx.response_trailers.add("x-cost", "7")
         return await super().get_dog(request, ctx)
 
-    async def text_stream(self, request: TextStreamRequest, ctx: Context) -> TextStream:
+    async def text_stream(
+        self, request: TextStreamRequest, ctx: Context
+    ) -> Streaming[Event[str]]:
         if request.start != 666:
             return await super().text_stream(request, ctx)
 
-        async def failing(tx: Sender[str]) -> None:
-            await tx.send("one")
-            await tx.send("two")
+        async def failing(tx: Sender[Event[str]]) -> None:
+            await tx.send(Event("one"))
+            await tx.send(Event("two"))
             raise RpcError(Code.DATA_LOSS, "disk on fire")
 
         ctx.response_headers.add("x-stream", "yes")
         ctx.response_trailers.add("x-items", "2")
-        return TextStream.spawn(failing)
+        return Streaming.spawn(failing)
 
 
 @pytest.fixture

@@ -72,6 +72,17 @@ class StreamsServiceMethods:
         http=(HttpRule('GET', '/api/files/{name}'),),
     )
 
+    list_files: Final[MethodSpec[_examples_streams_v1_streams__pb2.ListFilesRequest, _examples_streams_v1_streams__pb2.ListFilesResponse]] = MethodSpec(
+        service='examples.streams.v1.StreamsService',
+        name='ListFiles',
+        handler='list_files',
+        kind=MethodKind.UNARY,
+        input=_examples_streams_v1_streams__pb2.ListFilesRequest,
+        output=_examples_streams_v1_streams__pb2.ListFilesResponse,
+        idempotency=Idempotency.NO_SIDE_EFFECTS,
+        http=(HttpRule('GET', '/api/files'),),
+    )
+
     upload_file_as_file_stream: Final[MethodSpec[_google_api_httpbody__pb2.HttpBody, _examples_streams_v1_streams__pb2.UploadSummary]] = MethodSpec(
         service='examples.streams.v1.StreamsService',
         name='UploadFileAsFileStream',
@@ -111,6 +122,7 @@ STREAMS_SERVICE: Final = ServiceSpec(
         StreamsServiceMethods.upload_as_byte_stream,
         StreamsServiceMethods.download_as_file_stream,
         StreamsServiceMethods.download_file,
+        StreamsServiceMethods.list_files,
         StreamsServiceMethods.upload_file_as_file_stream,
         StreamsServiceMethods.get_dog,
         StreamsServiceMethods.chat,
@@ -148,8 +160,14 @@ class StreamsService(Service, abc.ABC):
         """Sends one file from the directory the server was started with."""
 
     @abc.abstractmethod
+    async def list_files(self, request: _examples_streams_v1_streams__pb2.ListFilesRequest, ctx: Context) -> _examples_streams_v1_streams__pb2.ListFilesResponse:
+        """Lists the files DownloadFile serves, with their sizes."""
+
+    @abc.abstractmethod
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> _examples_streams_v1_streams__pb2.UploadSummary:
-        """Receives a file (name, size and type in headers) and reports its size and sha256."""
+        """Receives a file (name, size and type in headers), stores it in the files directory
+         and reports its size and sha256.
+        """
 
     @abc.abstractmethod
     async def get_dog(self, request: _examples_streams_v1_streams__pb2.GetDogRequest, ctx: Context) -> _examples_streams_v1_streams__pb2.Dog:
@@ -227,6 +245,18 @@ class StreamsServiceClient:
         options = CallOptions(timeout, metadata, response)
         return self.transport.server_stream(StreamsServiceMethods.download_file, request, options)
 
+    async def list_files(
+        self,
+        request: _examples_streams_v1_streams__pb2.ListFilesRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.ListFilesResponse:
+        """Lists the files DownloadFile serves, with their sizes."""
+        options = CallOptions(timeout, metadata, response)
+        return await self.transport.unary(StreamsServiceMethods.list_files, request, options)
+
     async def upload_file_as_file_stream(
         self,
         requests: AsyncIterable[_google_api_httpbody__pb2.HttpBody] | Iterable[_google_api_httpbody__pb2.HttpBody],
@@ -235,7 +265,9 @@ class StreamsServiceClient:
         metadata: MetadataLike | None = None,
         response: ResponseMetadata | None = None,
     ) -> _examples_streams_v1_streams__pb2.UploadSummary:
-        """Receives a file (name, size and type in headers) and reports its size and sha256."""
+        """Receives a file (name, size and type in headers), stores it in the files directory
+         and reports its size and sha256.
+        """
         options = CallOptions(timeout, metadata, response)
         return await self.transport.client_stream(StreamsServiceMethods.upload_file_as_file_stream, requests, options)
 
