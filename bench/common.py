@@ -11,6 +11,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples.streams.v1.streams_pb2 import (  # noqa: E402 - after the path set-up above
+    AdoptionSummary,
     ChatMessage,
     Dog,
     DownloadFileRequest,
@@ -55,6 +56,9 @@ class Unimplemented(StreamsService):
         raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
 
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
+        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
+
+    async def adopt_dogs(self, requests: AsyncIterator[Dog], ctx: Context) -> AdoptionSummary:
         raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
 
     async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:

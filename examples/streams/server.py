@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from examples.streams.v1.streams_pb2 import (
+    AdoptionSummary,
     ChatMessage,
     Dog,
     DownloadFileRequest,
@@ -108,6 +109,16 @@ class StreamsExample(StreamsService):
     async def list_files(self, request: ListFilesRequest, ctx: Context) -> ListFilesResponse:
         entries = await asyncio.to_thread(_list_files, self.files_dir)
         return ListFilesResponse(files=entries)
+
+    async def adopt_dogs(self, requests: AsyncIterator[Dog], ctx: Context) -> AdoptionSummary:
+        summary = AdoptionSummary()
+        async for dog in requests:
+            if not dog.name:
+                raise RpcError(Code.INVALID_ARGUMENT, f"dog {summary.count} has no name")
+            summary.count += 1
+            summary.total_age += dog.age
+            summary.names.append(dog.name)
+        return summary
 
     async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
         if request.index >= DOG_COUNT:

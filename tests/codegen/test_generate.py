@@ -108,6 +108,7 @@ def test_method_table_matches_the_proto() -> None:
         "DownloadFile": MethodKind.SERVER_STREAM,
         "ListFiles": MethodKind.UNARY,
         "UploadFileAsFileStream": MethodKind.CLIENT_STREAM,
+        "AdoptDogs": MethodKind.CLIENT_STREAM,
         "GetDog": MethodKind.UNARY,
         "Chat": MethodKind.BIDI_STREAM,
     }

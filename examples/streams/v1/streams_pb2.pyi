@@ -41,6 +41,16 @@ class UploadSummary(_message.Message):
     filename: str
     def __init__(self, size: _Optional[int] = ..., sha256: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
 
+class AdoptionSummary(_message.Message):
+    __slots__ = ("count", "total_age", "names")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AGE_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    total_age: int
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, count: _Optional[int] = ..., total_age: _Optional[int] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DownloadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -93,6 +93,16 @@ class StreamsServiceMethods:
         http=(HttpRule('POST', '/api/upload_as_file_stream', body='*'),),
     )
 
+    adopt_dogs: Final[MethodSpec[_examples_streams_v1_streams__pb2.Dog, _examples_streams_v1_streams__pb2.AdoptionSummary]] = MethodSpec(
+        service='examples.streams.v1.StreamsService',
+        name='AdoptDogs',
+        handler='adopt_dogs',
+        kind=MethodKind.CLIENT_STREAM,
+        input=_examples_streams_v1_streams__pb2.Dog,
+        output=_examples_streams_v1_streams__pb2.AdoptionSummary,
+        http=(HttpRule('POST', '/api/dogs:adopt', body='*'),),
+    )
+
     get_dog: Final[MethodSpec[_examples_streams_v1_streams__pb2.GetDogRequest, _examples_streams_v1_streams__pb2.Dog]] = MethodSpec(
         service='examples.streams.v1.StreamsService',
         name='GetDog',
@@ -124,6 +134,7 @@ STREAMS_SERVICE: Final = ServiceSpec(
         StreamsServiceMethods.download_file,
         StreamsServiceMethods.list_files,
         StreamsServiceMethods.upload_file_as_file_stream,
+        StreamsServiceMethods.adopt_dogs,
         StreamsServiceMethods.get_dog,
         StreamsServiceMethods.chat,
     ),
@@ -167,6 +178,12 @@ class StreamsService(Service, abc.ABC):
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> _examples_streams_v1_streams__pb2.UploadSummary:
         """Receives a file (name, size and type in headers), stores it in the files directory
          and reports its size and sha256.
+        """
+
+    @abc.abstractmethod
+    async def adopt_dogs(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.Dog], ctx: Context) -> _examples_streams_v1_streams__pb2.AdoptionSummary:
+        """Receives a stream of dogs (over plain HTTP: NDJSON, a CBOR or MsgPack sequence, or
+         delimited protobuf) and reports how many came and how old they are together.
         """
 
     @abc.abstractmethod
@@ -270,6 +287,20 @@ class StreamsServiceClient:
         """
         options = CallOptions(timeout, metadata, response)
         return await self.transport.client_stream(StreamsServiceMethods.upload_file_as_file_stream, requests, options)
+
+    async def adopt_dogs(
+        self,
+        requests: AsyncIterable[_examples_streams_v1_streams__pb2.Dog] | Iterable[_examples_streams_v1_streams__pb2.Dog],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.AdoptionSummary:
+        """Receives a stream of dogs (over plain HTTP: NDJSON, a CBOR or MsgPack sequence, or
+         delimited protobuf) and reports how many came and how old they are together.
+        """
+        options = CallOptions(timeout, metadata, response)
+        return await self.transport.client_stream(StreamsServiceMethods.adopt_dogs, requests, options)
 
     async def get_dog(
         self,
