@@ -50,13 +50,15 @@ async def serve(
     grpc_address: str | None,
     http_address: str | None = None,
     grace: float = 5.0,
+    static: Path | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> None:
     """Run the transports in one event loop until SIGINT or SIGTERM, then shut down.
 
     In-flight calls get ``grace`` seconds to finish before they are cancelled.
     """
     from rpckit.grpc import GrpcServer
-    from rpckit.http import create_app
+    from rpckit.http import Cors, create_app
     from rpckit.http.serve import HttpServer
 
     stop = asyncio.Event()
@@ -64,7 +66,11 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     grpc_server = GrpcServer(services) if grpc_address else None
-    http_server = HttpServer(create_app(services), grace=grace) if http_address else None
+    http_server = None
+    if http_address:
+        cors = Cors(origins=cors_origins) if cors_origins else None
+        app = create_app(services, static=static, cors=cors)
+        http_server = HttpServer(app, grace=grace)
     try:
         if grpc_server is not None and grpc_address:
             port = await grpc_server.start(grpc_address)
@@ -122,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     srv.add_argument("target", help="MODULE:ATTR: a Service, a list, or a factory(argv)")
     srv.add_argument("--grpc", metavar="HOST:PORT", help="gRPC address, e.g. 127.0.0.1:50051")
     srv.add_argument("--http", metavar="HOST:PORT", help="HTTP/1.1 address, e.g. 127.0.0.1:8080")
+    srv.add_argument("--static", type=Path, help="directory served at / on the HTTP side")
+    srv.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages on ORIGIN (or *) call the HTTP bridge; repeatable",
+    )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     srv.add_argument("--log-level", default="info")
 
@@ -134,11 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not args.grpc and not args.http:
         parser.error("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
+    if args.static is not None and not args.static.is_dir():
+        parser.error(f"--static {args.static} is not a directory")
     services = load_services(args.target, extra)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
-                serve(services, grpc_address=args.grpc, http_address=args.http, grace=args.grace)
+                serve(
+                    services,
+                    grpc_address=args.grpc,
+                    http_address=args.http,
+                    grace=args.grace,
+                    static=args.static,
+                    cors_origins=args.cors_origin,
+                )
             )
     except OSError as exc:
         print(f"rpckit: {exc}", file=sys.stderr)

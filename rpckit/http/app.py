@@ -3,8 +3,16 @@ Connect protocol and on the plain routes its ``google.api.http`` rules declare."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from rpckit.compression import CompressionRegistry, compressions
 from rpckit.encodings import EncodingRegistry, encodings
@@ -22,7 +30,44 @@ from rpckit.http.plain import PlainRoute, PlainRouter
 from rpckit.http.routes import PathTemplate
 from rpckit.service import Service
 
-__all__ = ["create_app"]
+__all__ = ["Cors", "create_app"]
+
+#: Response headers a browser script may read: file metadata, ranges, Connect and gRPC.
+EXPOSED_HEADERS = (
+    "content-disposition", "content-length", "content-range", "accept-ranges", "etag",
+    "last-modified", "x-content-size", "connect-content-encoding", "connect-accept-encoding",
+    "grpc-status", "grpc-message", "grpc-status-details-bin",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Which other origins may call the bridge from a browser.
+
+    ``origins`` lists exact origins (``https://app.example``) or ``*``; ``origin_regex``
+    matches more. Preflights are answered for Connect and plain routes alike, every request
+    header is allowed, and ``expose_headers`` (file metadata, ranges, Connect-*, Grpc-*,
+    plus your own) become readable from scripts.
+    """
+
+    origins: Sequence[str] = ()
+    origin_regex: str | None = None
+    allow_credentials: bool = False
+    expose_headers: Sequence[str] = field(default_factory=tuple)
+    max_age: int = 600
+
+    def middleware(self) -> Middleware:
+        """The Starlette middleware that applies this policy."""
+        return Middleware(
+            CORSMiddleware,
+            allow_origins=list(self.origins),
+            allow_origin_regex=self.origin_regex,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["*"],
+            allow_credentials=self.allow_credentials,
+            expose_headers=[*EXPOSED_HEADERS, *self.expose_headers],
+            max_age=self.max_age,
+        )
 
 
 def create_app(
@@ -32,9 +77,15 @@ def create_app(
     compressions: CompressionRegistry = compressions,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     require_protocol_version: bool = False,
+    cors: Cors | None = None,
+    static: Path | None = None,
 ) -> Starlette:
     """A Starlette app: Connect at ``/<package>.<Service>/<Method>`` for every method, and
-    each method's ``google.api.http`` routes for plain fetch, EventSource and curl."""
+    each method's ``google.api.http`` routes for plain fetch, EventSource and curl.
+
+    ``static`` serves a directory (``index.html`` at ``/``) wherever no route matches;
+    ``cors`` lets pages on other origins call the bridge.
+    """
     options = BridgeOptions(
         encodings=encodings,
         compressions=compressions,
@@ -48,15 +99,18 @@ def create_app(
             connect.append(Route(method.path, ConnectEndpoint(method, handler, options)))
             for rule in method.http:
                 plain.append(PlainRoute(rule, PathTemplate.compile(rule.path), method, handler))
-    fallback = _PlainDispatch(PlainRouter(plain, options))
-    return Starlette(routes=[*connect, Route("/{path:path}", fallback)])
+    files = StaticFiles(directory=static, html=True) if static is not None else None
+    fallback = _PlainDispatch(PlainRouter(plain, options), files)
+    middleware = [cors.middleware()] if cors is not None else []
+    return Starlette(routes=[*connect, Route("/{path:path}", fallback)], middleware=middleware)
 
 
 class _PlainDispatch:
     """Everything that is not a Connect path: a plain route, or a JSON 404/405."""
 
-    def __init__(self, router: PlainRouter) -> None:
+    def __init__(self, router: PlainRouter, files: ASGIApp | None) -> None:
         self.router = router
+        self.files = files
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -66,6 +120,9 @@ class _PlainDispatch:
             await self.router.serve(*found, scope, receive, send)
             return
         allowed = self.router.allowed(raw_path)
+        if self.files is not None and not allowed and scope["method"] in ("GET", "HEAD"):
+            await self.files(scope, receive, send)
+            return
         if allowed:
             error = RpcError(Code.UNIMPLEMENTED, f"{scope['method']} is not allowed here")
             await send_error(send, 405, error, [(b"allow", ", ".join(allowed).encode())])
