@@ -251,6 +251,11 @@ class _PlainCall:
 
     # --- responses -------------------------------------------------------------------------
 
+    async def _tracking_send(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
     async def _fail_early(self, error: RpcError, ctx: Context | None) -> None:
         extra = header_list(ctx.response_headers) if ctx is not None else []
         await send_error(self.send, error.code.http_status, error, extra)
@@ -358,11 +363,16 @@ class _PlainCall:
         if isinstance(stream, FileStream):
             try:
                 await send_file(
-                    self.scope, self.receive, self.send, stream,
+                    self.scope, self.receive, self._tracking_send, stream,
                     request_headers=dict(self.headers.items()),
                     extra_headers=header_list(ctx.response_headers),
                     method=self.scope["method"],
                 )  # fmt: skip
+            except RpcError as error:
+                if self.started:
+                    log.warning("%s: file failed mid-body (%s)", self.method.path, error)
+                    raise _CutOff(str(error)) from None
+                await self._fail_early(error, ctx)  # e.g. the file vanished before sending
             finally:
                 await aclose(stream)
             return
