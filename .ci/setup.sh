@@ -10,6 +10,14 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 export PATH="$ROOT/.venv/bin:$PATH"
+# Debian's Chromium for the browser tests (never a browser download of Playwright's own).
+if [ "${RPCKIT_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: the browser tests need Debian's chromium (apt-get install chromium)" >&2
+  fi
+fi
 if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The streams example from a clean clone: set-up, then serve it on gRPC.
 set -euo pipefail
-RPCKIT_SETUP_NODE=0 source "$(dirname "${BASH_SOURCE[0]}")/../../.ci/setup.sh"
+RPCKIT_SETUP_NODE=0 RPCKIT_SETUP_BROWSER=0 source "$(dirname "${BASH_SOURCE[0]}")/../../.ci/setup.sh"
 exec rpckit serve examples.streams.server:create_service \
   --grpc "${GRPC_ADDR:-127.0.0.1:50051}" --http "${HTTP_ADDR:-127.0.0.1:8080}" "$@"
