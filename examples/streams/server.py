@@ -37,6 +37,8 @@ __all__ = ["StreamsExample", "create_service"]
 log = logging.getLogger("examples.streams")
 
 DEFAULT_INTERVAL_MS = 500
+#: How soon (ms) an EventSource reconnects after the server drops the stream.
+SSE_RETRY_MS = 1000
 DOG_COUNT = 10
 
 
@@ -55,9 +57,12 @@ class StreamsExample(StreamsService):
         async def produce(tx: Sender[Event[str]]) -> None:
             nonlocal count
             # Each item carries its number as an SSE id, so a reconnecting EventSource
-            # resumes right after the last item it saw (see _resume).
-            while await tx.send(Event(f"Hello, world! {count}", id=str(count))):
+            # resumes right after the last item it saw (see _resume); the first one also
+            # asks for a quick reconnect.
+            retry: int | None = SSE_RETRY_MS
+            while await tx.send(Event(f"Hello, world! {count}", id=str(count), retry=retry)):
                 count += 1
+                retry = None
                 await asyncio.sleep(interval)
             log.info("text stream: client gone at %d", count)
 
