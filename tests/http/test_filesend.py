@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from rpckit.http.asgi import Receive, Scope, Send
 from rpckit.http.filesend import PATHSEND, send_file
 from rpckit.http.ranges import etag, http_date
 from rpckit.streams import FileStream
+from tests.support import bytes_read, free_port, process_tree, rss, stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 DIR_ENV = "RPCKIT_FILESEND_DIR"
@@ -146,53 +145,6 @@ def _command(kind: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (granian serves from a worker child process)."""
-    found = [pid]
-    index = 0
-    while index < len(found):  # a tree is finite and /proc lists each child once
-        current = found[index]
-        index += 1
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    found.extend(int(child) for child in f.read().split())
-        except OSError:
-            continue  # exited meanwhile
-    return found
-
-
-def _rss(pid: int) -> int:
-    """The process's resident set size in bytes (0 once it has gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _bytes_read(pid: int) -> int:
-    """Bytes the process has read through read()-like calls (files and sockets)."""
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            for line in f:
-                if line.startswith("rchar:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 @dataclass
 class Server:
     kind: str
@@ -201,15 +153,15 @@ class Server:
     directory: Path
 
     def pids(self) -> list[int]:
-        return _process_tree(self.process.pid)
+        return process_tree(self.process.pid)
 
     def rss(self) -> tuple[int, int]:
         """(total RSS of the server's processes, the largest single process's RSS)."""
-        sizes = [_rss(pid) for pid in self.pids()]
+        sizes = [rss(pid) for pid in self.pids()]
         return sum(sizes), max(sizes)
 
     def bytes_read(self) -> int:
-        return sum(_bytes_read(pid) for pid in self.pids())
+        return sum(bytes_read(pid) for pid in self.pids())
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
@@ -226,20 +178,6 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> 
     raise TimeoutError(f"server at {url} did not become ready")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    pids = _process_tree(process.pid)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    for pid in pids[1:]:  # a worker the parent failed to stop
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module", params=SERVERS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -250,7 +188,7 @@ def server(
     log_path = directory.parent / f"{kind}.log"
     env = {**os.environ, DIR_ENV: str(directory), "PYTHONPATH": str(ROOT)}
     for _attempt in range(3):  # another process may grab the free port before the server
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -261,7 +199,7 @@ def server(
                 yield Server(kind, url, process, directory)
                 return
         finally:
-            _stop(process)
+            stop_process_tree(process)
     pytest.fail(f"{kind} did not start: {log_path.read_text(errors='replace')[-2000:]}")
 
 
@@ -482,7 +420,7 @@ def big_file(server: Server) -> Iterator[Path]:
     path.unlink()
 
 
-async def _sample_rss(server: Server, stop: asyncio.Event, peaks: list[int]) -> None:
+async def _samplerss(server: Server, stop: asyncio.Event, peaks: list[int]) -> None:
     """Record the peak (total, largest process) RSS every 20 ms until ``stop`` is set."""
     deadline = time.monotonic() + 600
     while not stop.is_set() and time.monotonic() < deadline:
@@ -499,7 +437,7 @@ async def test_2gib_download_in_bounded_memory(
 ) -> None:
     peaks = [0, 0]
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_rss(server, stop, peaks))
+    sampler = asyncio.create_task(_samplerss(server, stop, peaks))
     digest = hashlib.sha256()
     received = 0
     began = time.monotonic()
