@@ -18,15 +18,30 @@ if [ "${RPCKIT_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; the
     echo "setup: the browser tests need Debian's chromium (apt-get install chromium)" >&2
   fi
 fi
-if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
+# Node and npm: installed with apt when missing (as root); returns 1 when they cannot be.
+ensure_node() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
     else
       echo "setup: node and npm are needed (apt-get install nodejs npm)" >&2
-      exit 1
+      return 1
     fi
   fi
+}
+if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
+  ensure_node || exit 1
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
   export PATH="$ROOT/tests/node/node_modules/.bin:$PATH"
+fi
+# The bundle of the example's connect.html (connect-web; index.html needs no build). The tests
+# need it; the example only warns without Node, since index.html works all the same.
+if [ "${RPCKIT_SETUP_WEB:-1}" = 1 ]; then
+  if ensure_node; then
+    PY="$ROOT/.venv/bin/python" bash examples/streams/web/build.sh
+  elif [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
+    exit 1
+  else
+    echo "setup: skipping the connect.html bundle (examples/streams/web/build.sh needs node)" >&2
+  fi
 fi
