@@ -18,6 +18,7 @@ from rpckit.service import MethodSpec
 from rpckit.streams import aclose
 
 __all__ = [
+    "AsyncClosing",
     "CallOptions",
     "ResponseMetadata",
     "StreamCall",
@@ -47,7 +48,25 @@ class CallOptions:
     response: ResponseMetadata | None = None
 
 
-class StreamCall(Generic[T]):
+class AsyncClosing:
+    """``async with`` support for anything with an ``aclose()``."""
+
+    async def aclose(self) -> None:
+        """Release what this object holds."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class StreamCall(AsyncClosing, Generic[T]):
     """The responses of a streaming call: iterate them; ``aclose()`` (or leaving
     ``async with``) cancels the call if it is still running."""
 
@@ -63,17 +82,6 @@ class StreamCall(Generic[T]):
     async def aclose(self) -> None:
         """Cancel the call if it is still running."""
         await aclose(self._responses)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Transport(Protocol):

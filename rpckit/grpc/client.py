@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from rpckit.client import CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
 from rpckit.errors import Code, RpcError
 from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.grpc.status import STATUS_DETAILS_KEY, details_from_status, from_grpc_metadata
@@ -34,7 +33,7 @@ def _error(exc: grpc.aio.AioRpcError) -> RpcError:
     return RpcError(Code(exc.code().value[0]), exc.details() or "", details, metadata=rest)
 
 
-class GrpcTransport:
+class GrpcTransport(AsyncClosing):
     """Calls rpckit (or any gRPC) services over a grpc.aio channel.
 
     ``GrpcTransport("127.0.0.1:50051")`` opens an insecure channel it owns; pass a channel to
@@ -63,16 +62,7 @@ class GrpcTransport:
         if self._owned:
             await self.channel.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    aclose = close
 
     async def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
         """Call a unary method."""

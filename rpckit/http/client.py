@@ -13,13 +13,13 @@ import math
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
 from google.protobuf.message import Message
 
-from rpckit.client import CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
 from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
@@ -42,7 +42,7 @@ I = TypeVar("I", bound=Message)  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
 
 
-class ConnectTransport:
+class ConnectTransport(AsyncClosing):
     """Calls services over the Connect protocol.
 
     ``encoding`` names the codec, ``compression`` compresses requests, ``use_get`` sends
@@ -83,16 +83,7 @@ class ConnectTransport:
         if self._owned:
             await self.client.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    aclose = close
 
     # --- requests --------------------------------------------------------------------------
 
