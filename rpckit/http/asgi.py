@@ -163,6 +163,7 @@ class BodyWriter:
         self._final = False
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
+        self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, data: bytes) -> None:
@@ -174,6 +175,7 @@ class BodyWriter:
             raise OSError("the response body is already complete")
         self._pending.append(data)
         self._size += len(data)
+        self._idle.clear()
         self._wake.set()
         if self._size >= self._high_water:
             self._drained.clear()
@@ -188,6 +190,11 @@ class BodyWriter:
         self._final = True
         self._wake.set()
         await self._task
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been handed to the server."""
+        if self._task is not None and not self._task.done() and self._pending:
+            await self._idle.wait()
 
     async def abort(self) -> None:
         """Stop the writer without finishing the body (the response is cut off)."""
@@ -211,5 +218,8 @@ class BodyWriter:
                 )
                 if final:
                     return
+                if not self._pending:
+                    self._idle.set()
         finally:
             self._drained.set()  # never leave a writer waiting on a dead task
+            self._idle.set()

@@ -147,12 +147,16 @@ async def send_file(
     extra_headers: Sequence[tuple[bytes, bytes]] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     method: str = "GET",
+    watch_disconnect: bool = True,
 ) -> None:
     """Send ``stream`` as the whole HTTP response, honouring Range and conditional headers.
 
     ``request_headers`` must answer lower-case names (Starlette's ``Headers`` does). While
-    the body is sent this owns ``receive``, to notice the client leaving. Raises RpcError
-    only before the response has started (a file that vanished is ``not_found``).
+    the body is sent this owns ``receive``, to notice the client leaving, unless
+    ``watch_disconnect`` is False because the caller already watches (and cancels this):
+    two concurrent ``receive()`` calls confuse some servers (granian reports a false
+    disconnect). Raises RpcError only before the response has started (a file that
+    vanished is ``not_found``).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -176,7 +180,13 @@ async def send_file(
     }
     try:
         if path is None or not on_disk:
-            await _send_generated(receive, send, stream, start_message, head=method == "HEAD")
+            await _send_generated(
+                receive if watch_disconnect else None,
+                send,
+                stream,
+                start_message,
+                head=method == "HEAD",
+            )
             return
         await stream.aclose()  # the file is read by path below, not through the stream
         if plan.error is not None:
@@ -188,7 +198,14 @@ async def send_file(
             await send(start_message)
             await send({"type": PATHSEND, "path": str(path)})
         else:
-            await _send_span(receive, send, path, plan.span, start_message, chunk_size)
+            await _send_span(
+                receive if watch_disconnect else None,
+                send,
+                path,
+                plan.span,
+                start_message,
+                chunk_size,
+            )
     except _ClientGone:
         return
     finally:
@@ -206,7 +223,7 @@ def _open_at(path: Path, offset: int) -> IO[bytes]:
 
 
 async def _send_span(
-    receive: Receive,
+    receive: Receive | None,
     send: Send,
     path: Path,
     span: tuple[int, int],
@@ -219,12 +236,12 @@ async def _send_span(
         file = await asyncio.to_thread(_open_at, path, start)
     except OSError:
         raise RpcError(Code.NOT_FOUND, "file not found") from None
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    watcher = asyncio.ensure_future(_wait_disconnect(receive)) if receive is not None else None
     try:
         await send(start_message)
         remaining = end - start + 1
         # Each turn sends at least one byte, so this ends; a disconnect ends it early.
-        while remaining > 0 and not watcher.done():
+        while remaining > 0 and (watcher is None or not watcher.done()):
             chunk = await asyncio.to_thread(file.read, min(chunk_size, remaining))
             if not chunk:
                 # Content-Length is already out: failing makes the server cut the connection,
@@ -233,15 +250,21 @@ async def _send_span(
             remaining -= len(chunk)
             await _send_body(send, chunk, more=remaining > 0)
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         # A cancelled read may still run in its thread; the buffered file's lock makes
         # close() wait for it, so the descriptor is never closed under a running read.
         file.close()
 
 
 async def _send_generated(
-    receive: Receive, send: Send, stream: FileStream, start_message: dict[str, Any], *, head: bool
+    receive: Receive | None,
+    send: Send,
+    stream: FileStream,
+    start_message: dict[str, Any],
+    *,
+    head: bool,
 ) -> None:
     """Send a generated stream's chunks as they come; a disconnect stops (and closes) it."""
     await send(start_message)
@@ -255,6 +278,9 @@ async def _send_generated(
                 await _send_body(send, chunk, more=True)
         await _send_body(send, b"", more=False)
 
+    if receive is None:
+        await pump()
+        return
     task = asyncio.ensure_future(pump())
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
     try:

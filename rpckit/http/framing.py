@@ -72,11 +72,15 @@ def sse_event(
         lines.append(f"event: {_one_line(event)}")
     if retry is not None:
         lines.append(f"retry: {int(retry)}")
-    lines += [f"data: {line}" for line in data.replace("\r\n", "\n").split("\n")]
+    # CR, LF and CRLF all end an SSE line: every one of them starts a new data: line.
+    lines += [
+        f"data: {line}" for line in data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    ]
     return ("\n".join(lines) + "\n\n").encode()
 
 
 def _one_line(value: str) -> str:
+    """A field value that cannot end its line early."""
     return value.replace("\r", "").replace("\n", "")
 
 
@@ -130,13 +134,16 @@ class Framing:
         return sse_event("", event="end") if self.kind == "sse" else b""
 
 
+FRAMING_TYPES = frozenset(
+    {NDJSON, "application/jsonl", SSE, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED}
+)
 _BY_TYPE = {NDJSON: "ndjson", "application/jsonl": "ndjson", SSE: "sse", CBOR_SEQ: "cbor",
             MSGPACK_SEQ: "msgpack", PROTO_DELIMITED: "delimited"}  # fmt: skip
 _ENCODING_FOR = {"ndjson": "json", "sse": "json", "cbor": "cbor", "msgpack": "msgpack",
                  "delimited": "proto"}  # fmt: skip
 
 
-def _accepted(accept: str | None) -> list[str]:
+def accepted_types(accept: str | None) -> list[str]:
     """Media types of an Accept header, most preferred first (q=0 dropped)."""
     ranked = []
     for position, part in enumerate((accept or "").split(",")):
@@ -156,7 +163,7 @@ def _accepted(accept: str | None) -> list[str]:
 def negotiate_framing(accept: str | None, registry: EncodingRegistry) -> Framing:
     """The message framing for an Accept header: the first one it names that we have,
     NDJSON when it names none (``*/*``, a browser's default, or nothing)."""
-    for media in _accepted(accept):
+    for media in accepted_types(accept):
         kind = _BY_TYPE.get(media)
         if kind is None:
             continue
@@ -166,11 +173,6 @@ def negotiate_framing(accept: str | None, registry: EncodingRegistry) -> Framing
     encoding = registry.get("json")
     assert encoding is not None, "the json encoding must stay registered"
     return Framing(NDJSON, "ndjson", encoding)
-
-
-def wants_sse(accept: str | None) -> bool:
-    """True when the client asked for server-sent events."""
-    return SSE in _accepted(accept)
 
 
 class Deframer(Protocol):
@@ -191,6 +193,8 @@ class _Lines:
         while (end := self.buffer.find(b"\n")) >= 0:
             line = bytes(self.buffer[:end]).strip()
             del self.buffer[: end + 1]
+            if len(line) > self.max_size:
+                raise RpcError(Code.RESOURCE_EXHAUSTED, "request line is larger than the limit")
             if line:
                 yield self.encoding.decode(line, self.message_type)
         if len(self.buffer) > self.max_size:
@@ -252,8 +256,13 @@ class _Objects:
             try:
                 self.unpacker.feed(chunk)
                 trees = list(self.unpacker)
+            except msgpack.BufferFull:
+                raise RpcError(
+                    Code.RESOURCE_EXHAUSTED, "request item is larger than the limit"
+                ) from None
             except Exception as exc:
-                raise RpcError(Code.INVALID_ARGUMENT, f"invalid msgpack: {exc}") from None
+                reason = str(exc) or type(exc).__name__
+                raise RpcError(Code.INVALID_ARGUMENT, f"invalid msgpack: {reason}") from None
             for tree in trees:
                 yield from_tree("msgpack", tree, self.message_type)
             return
@@ -270,6 +279,8 @@ class _Objects:
                 return
             except Exception as exc:
                 raise RpcError(Code.INVALID_ARGUMENT, f"invalid cbor: {exc}") from None
+            if stream.tell() > self.max_size:
+                raise RpcError(Code.RESOURCE_EXHAUSTED, "request item is larger than the limit")
             del self.buffer[: stream.tell()]
             yield from_tree("cbor", tree, self.message_type)
 

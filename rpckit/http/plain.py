@@ -43,12 +43,13 @@ from rpckit.http.asgi import (
 from rpckit.http.connect import parse_timeout, request_metadata
 from rpckit.http.filesend import send_file
 from rpckit.http.framing import (
+    FRAMING_TYPES,
     KEEP_ALIVE,
     Framing,
+    accepted_types,
     deframer_for,
     negotiate_framing,
     sse_event,
-    wants_sse,
 )
 from rpckit.http.routes import PathTemplate, bind_request, body_type
 from rpckit.metadata import Metadata
@@ -261,11 +262,13 @@ class _PlainCall:
         await send_error(self.send, error.code.http_status, error, extra)
 
     def _single_encoding(self) -> Encoding:
-        for media in (self.headers.get("accept") or "").split(","):
-            name = _UNARY_TYPES.get(media.split(";")[0].strip().lower())
+        for media in accepted_types(self.headers.get("accept")):
+            name = _UNARY_TYPES.get(media)
             encoding = self.options.encodings.get(name) if name else None
             if encoding is not None:
                 return encoding
+            if media in ("*/*", "application/*"):
+                break
         encoding = self.options.encodings.get("json")
         assert encoding is not None
         return encoding
@@ -327,11 +330,14 @@ class _PlainCall:
         output = self.method.output
         if output in _RAW_OUTPUTS:
             return None
-        if output is Text and not wants_sse(accept):
-            explicit = negotiate_framing(accept, self.options.encodings)
-            if explicit.content_type.split(";")[0] not in (accept or ""):
-                return None
-            return explicit
+        if output is Text:
+            # Raw text unless a framing is preferred over text/plain (or anything).
+            for media in accepted_types(accept):
+                if media in ("text/plain", "text/*", "*/*"):
+                    return None
+                if media in FRAMING_TYPES:
+                    return negotiate_framing(media, self.options.encodings)
+            return None
         return negotiate_framing(accept, self.options.encodings)
 
     async def _start(self, ctx: Context, content_type: str) -> None:
@@ -367,6 +373,7 @@ class _PlainCall:
                     request_headers=dict(self.headers.items()),
                     extra_headers=header_list(ctx.response_headers),
                     method=self.scope["method"],
+                    watch_disconnect=False,  # run_until_disconnect already watches
                 )  # fmt: skip
             except RpcError as error:
                 if self.started:
@@ -440,6 +447,7 @@ class _PlainCall:
             return
         record = framing.error(error) if framing is not None else None
         if record is None:
+            await body.flush()  # what was produced before the failure still goes out
             await body.abort()
             log.warning(
                 "%s failed mid-body (%s): cutting the response off", self.method.path, error

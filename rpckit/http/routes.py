@@ -122,10 +122,9 @@ def _convert(field: FieldDescriptor, name: str, value: str) -> Any:
     if kind == FieldDescriptor.TYPE_STRING:
         return value
     if kind == FieldDescriptor.TYPE_BYTES:
+        standard = value.replace("-", "+").replace("_", "/")  # URL-safe or standard alphabet
         try:
-            return base64.urlsafe_b64decode(
-                value.replace("+", "-").replace("/", "_") + "=" * (-len(value) % 4)
-            )
+            return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise _invalid(name, "base64", value) from None
     if kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
