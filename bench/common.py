@@ -68,3 +68,41 @@ class Unimplemented(StreamsService):
         self, requests: AsyncIterator[ChatMessage], ctx: Context
     ) -> AsyncIterator[ChatMessage]:
         raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
+
+
+async def serve_on_uvicorn(app: object, port: int = 0) -> None:
+    """Serve ``app`` on uvicorn at 127.0.0.1:``port`` (0: a free one) inside a benchmark's
+    server subprocess: prints "port loop http" once ready, stops when stdin closes."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task  # raises what went wrong
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    http = getattr(config, "http_protocol_class", None)
+    http_name = getattr(http, "__module__", "?").rsplit(".", 1)[-1].removesuffix("_impl")
+    loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    print(port, loop_name, http_name, flush=True)
+    # The parent closes our stdin (or dies) to stop us.
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.should_exit = True
+    await task

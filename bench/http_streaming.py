@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -55,7 +54,7 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench.common import Unimplemented  # noqa: E402
+from bench.common import Unimplemented, serve_on_uvicorn  # noqa: E402
 from examples.streams.v1.streams_pb2 import (  # noqa: E402
     Dog,
     JsonStreamRequest,
@@ -143,7 +142,6 @@ def starlette_app(count: int) -> Any:
 
 async def serve(kind: str, count: int, gen_dir: Path | None, port: int) -> None:
     """Serve one kind on a free port; print "port loop http"; run until stdin closes."""
-    import uvicorn
 
     if kind == "rpckit":
         app = rpckit_app(count)
@@ -153,29 +151,7 @@ async def serve(kind: str, count: int, gen_dir: Path | None, port: int) -> None:
     else:
         app = starlette_app(count)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            await task  # raises what went wrong
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    loop = asyncio.get_running_loop()
-    http = getattr(config, "http_protocol_class", None)
-    http_name = getattr(http, "__module__", "?").rsplit(".", 1)[-1].removesuffix("_impl")
-    loop_name = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-    print(port, loop_name, http_name, flush=True)
-    # The parent closes our stdin (or dies) to stop us.
-    await loop.run_in_executor(None, sys.stdin.read)
-    server.should_exit = True
-    await task
+    await serve_on_uvicorn(app, port)
 
 
 def run_server(kind: str, count: int, gen_dir: Path | None, port: int) -> None:
