@@ -127,9 +127,13 @@ def example(files_dir: Path) -> Iterator[ExampleServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Debian's headless Chromium under Playwright (skipped outside CI when missing)."""
+    """Debian's headless Chromium under Playwright (skipped outside CI when missing).
+
+    Module-scoped: sync Playwright runs its own event loop while it is open, which would
+    stop the asyncio tests in later modules from starting theirs.
+    """
     require_tool(Path(CHROMIUM).exists(), "needs Debian's chromium (apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

@@ -353,7 +353,8 @@ async def test_deadline_reaches_handler_and_cancels_it(
     assert caught.value.code is Code.DEADLINE_EXCEEDED
     await asyncio.wait_for(service.handler_cancelled.wait(), timeout=5)
     assert service.seen_remaining is not None
-    assert 0 < service.seen_remaining <= 0.3
+    # The client's 0.3 s, as the server's deadline: grpc-timeout may round up by <1 ms.
+    assert 0 < service.seen_remaining <= 0.301
     assert service.seen_cancelled_flag
 
 
