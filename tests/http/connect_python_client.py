@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
@@ -217,4 +218,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # connectrpc's HTTP client (pyqwest, native code) sometimes aborts with SIGABRT while the
+    # interpreter finalizes, after everything above has run and been reported; leaving
+    # without finalization keeps that teardown crash from masking the real result.
+    os._exit(code)
