@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,9 @@ from rpckit.compression import CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.connect import error_json
+from rpckit.http.connect import error_json, parse_timeout, request_metadata
 from rpckit.metadata import Metadata
+from rpckit.service import MethodSpec
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -25,6 +27,7 @@ __all__ = [
     "Scope",
     "Send",
     "body_chunks",
+    "call_context",
     "deadline",
     "header_list",
     "read_body",
@@ -50,6 +53,21 @@ class BridgeOptions:
     compress_min_bytes: int = 1024
     #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
     require_protocol_version: bool = False
+
+
+def call_context(
+    method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, transport: str
+) -> Context:
+    """The handler's Context for an HTTP request: metadata, peer, Connect-Timeout-Ms deadline."""
+    timeout = parse_timeout(headers.get("connect-timeout-ms"))
+    client = scope.get("client")
+    return Context(
+        method,
+        transport=transport,
+        request_headers=request_metadata(headers),
+        peer=f"{client[0]}:{client[1]}" if client else "",
+        deadline=None if timeout is None else time.monotonic() + timeout,
+    )
 
 
 class ClientGone(Exception):

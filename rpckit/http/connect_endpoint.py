@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +29,7 @@ from rpckit.http.asgi import (
     Scope,
     Send,
     body_chunks,
+    call_context,
     deadline,
     header_list,
     read_body,
@@ -44,8 +44,6 @@ from rpckit.http.connect import (
     EnvelopeReader,
     end_stream,
     envelope,
-    parse_timeout,
-    request_metadata,
 )
 from rpckit.metadata import Metadata
 from rpckit.service import Idempotency, MethodKind, MethodSpec, resolve_stream
@@ -118,15 +116,7 @@ class ConnectEndpoint:
             )
         if version is None and self.options.require_protocol_version:
             raise RpcError(Code.INVALID_ARGUMENT, "missing connect-protocol-version header")
-        timeout = parse_timeout(headers.get("connect-timeout-ms"))
-        client = scope.get("client")
-        return Context(
-            self.method,
-            transport="connect",
-            request_headers=request_metadata(headers),
-            peer=f"{client[0]}:{client[1]}" if client else "",
-            deadline=None if timeout is None else time.monotonic() + timeout,
-        )
+        return call_context(self.method, scope, headers, "connect")
 
     def _decode(self, codec: Encoding, data: bytes, compression: Compression | None) -> Any:
         if compression is not None and data:

@@ -13,7 +13,6 @@ import asyncio
 import codecs
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +33,13 @@ from rpckit.http.asgi import (
     Scope,
     Send,
     body_chunks,
+    call_context,
     deadline,
     header_list,
     read_body,
     run_until_disconnect,
     send_error,
 )
-from rpckit.http.connect import parse_timeout, request_metadata
 from rpckit.http.filesend import send_file
 from rpckit.http.framing import (
     FRAMING_TYPES,
@@ -153,20 +152,9 @@ class _PlainCall:
         self.headers = headers
         self.started = False
 
-    def _context(self) -> Context:
-        client = self.scope.get("client")
-        timeout = parse_timeout(self.headers.get("connect-timeout-ms"))
-        return Context(
-            self.method,
-            transport="http",
-            request_headers=request_metadata(self.headers),
-            peer=f"{client[0]}:{client[1]}" if client else "",
-            deadline=None if timeout is None else time.monotonic() + timeout,
-        )
-
     async def run(self) -> None:
         try:
-            ctx = self._context()
+            ctx = call_context(self.method, self.scope, self.headers, "http")
             kind = self.method.kind
             if kind is MethodKind.BIDI_STREAM:
                 raise RpcError(
