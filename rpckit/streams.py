@@ -3,7 +3,8 @@
 They follow Dioxus Fullstack's stream API: build a stream from an async iterable, or with
 ``spawn(producer)``, where the producer gets a ``Sender`` whose ``send()`` returns False once
 the client is gone. Unlike the seed's unbounded channel, the sender is bounded: ``send()``
-waits while the reader is ``bound`` items behind, so a slow client slows the producer.
+waits while ``bound`` items are unread and resumes once half of them have been read, so a
+slow client slows the producer (and a fast one is fed in batches, not item by item).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class _Channel(Generic[T]):
         if bound < 1:
             raise ValueError("bound must be at least 1")
         self.bound = bound
+        self._low_water = bound // 2
         self.items: deque[T] = deque()
         self.reader_gone = False
         self.writer_done = False
@@ -100,8 +102,11 @@ class _Channel(Generic[T]):
             finally:
                 self._reader = None
         item = self.items.popleft()
-        if self._writers:
-            _resolve(self._writers[0])
+        # Writers blocked on a full buffer resume once it has drained to half: each wake-up
+        # then refills many slots, instead of one task switch per item.
+        if self._writers and len(self.items) <= self._low_water:
+            for waiter in self._writers:
+                _resolve(waiter)
         return item
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -134,7 +139,8 @@ class Sender(Generic[T]):
         self._channel = channel
 
     async def send(self, item: T) -> bool:
-        """Queue ``item``, waiting while the buffer is full; False once the client is gone."""
+        """Queue ``item``, waiting while the buffer is full (until it is half read); False
+        once the client is gone."""
         return await self._channel.put(item)
 
     @property

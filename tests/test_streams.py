@@ -55,11 +55,16 @@ async def test_sender_is_bounded() -> None:
     stream = Streaming[int].spawn(produce, bound=3)
     assert await anext(stream) == 0
     await asyncio.wait_for(blocked.wait(), timeout=2)
-    # item 0 was read and 1..3 fill the buffer: the producer waits on item 4
     for _ in range(5):
         await asyncio.sleep(0)
-    assert sent == [0, 1, 2, 3]
-    assert [i async for i in stream] == list(range(1, 10))
+    # 1 and 2 are unread, 3 waits: the producer stays blocked until half the bound is read.
+    assert sent == [0, 1, 2]
+    assert await anext(stream) == 1
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # Down to one unread item (half of 3): the producer refills the buffer in one go.
+    assert sent == [0, 1, 2, 3, 4]
+    assert [i async for i in stream] == list(range(2, 10))
 
 
 async def test_send_reports_false_once_reader_is_gone() -> None:
