@@ -139,7 +139,8 @@ class ConnectEndpoint:
         except RpcError as error:
             await self._unary_error(send, error, None, accept)
             return
-        await self._unary(send, codec, ctx, request, accept or headers.get("content-encoding"))
+        accept = accept or headers.get("content-encoding")
+        await run_until_disconnect(self._unary(send, codec, ctx, request, accept), receive, ctx)
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
         if (
@@ -173,7 +174,7 @@ class ConnectEndpoint:
         except RpcError as error:
             await self._unary_error(send, error, None, accept)
             return
-        await self._unary(send, codec, ctx, request, accept)
+        await run_until_disconnect(self._unary(send, codec, ctx, request, accept), receive, ctx)
 
     async def _unary(
         self, send: Send, codec: Encoding, ctx: Context, request: Message, accept: str | None

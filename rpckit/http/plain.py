@@ -168,7 +168,7 @@ class _PlainCall:
             await self._fail_early(error, None)
             return
         if kind is MethodKind.UNARY:
-            await self._unary(ctx, request)
+            await run_until_disconnect(self._unary(ctx, request), self.receive, ctx)
         else:
             await run_until_disconnect(self._server_stream(ctx, request), self.receive, ctx)
 

@@ -335,9 +335,7 @@ class Observed(StreamsExample):
         ctx.response_trailers.add("x-cost", "7")
         return await super().get_dog(request, ctx)
 
-    async def text_stream(
-        self, request: TextStreamRequest, ctx: Context
-    ) -> Streaming[Event[str]]:
+    async def text_stream(self, request: TextStreamRequest, ctx: Context) -> Streaming[Event[str]]:
         if request.start != 666:
             return await super().text_stream(request, ctx)
 
@@ -370,6 +368,28 @@ async def test_deadline_reaches_handler(observed: tuple[Observed, str]) -> None:
     await asyncio.wait_for(service.cancelled.wait(), timeout=5)
     assert service.remaining is not None
     assert 0 < service.remaining <= 0.3
+
+
+@pytest.mark.parametrize("path", [DOG_PATH, "/api/dogs/100"])
+async def test_client_leaving_cancels_a_unary_handler(
+    observed: tuple[Observed, str], path: str
+) -> None:
+    """Connect and plain unary calls alike: a client that goes away cancels the handler."""
+    service, url = observed
+    if path == DOG_PATH:
+        request = httpx.Request(
+            "POST",
+            url + path,
+            content=b'{"index": 100}',
+            headers={"content-type": "application/json"},
+        )
+    else:
+        request = httpx.Request("GET", url + path)
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.send(request)
+    await asyncio.wait_for(service.cancelled.wait(), timeout=5)
+    assert service.remaining is None  # no deadline was sent: the disconnect did it
 
 
 async def test_deadline_on_stream(http_url: str) -> None:
