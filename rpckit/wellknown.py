@@ -24,6 +24,7 @@ __all__ = [
     "adapt_requests",
     "encode_stream",
     "file_headers",
+    "file_upload",
     "upload_filename",
     "upload_headers",
 ]
@@ -121,18 +122,31 @@ def upload_filename(headers: Metadata) -> str | None:
     return sanitize_filename(parse_content_disposition(headers.get(CONTENT_DISPOSITION)))
 
 
+def file_upload(
+    chunks: AsyncIterator[bytes],
+    headers: Metadata,
+    content_type: str | None,
+    *,
+    size: int | None = None,
+) -> FileStream:
+    """An upload as a handler receives it: name and size from the metadata (``size`` when
+    none is declared), chunks checked against the declared size as they arrive."""
+    declared = declared_size(headers)
+    if declared is None:
+        declared = size
+    return FileStream(
+        checked_chunks(chunks, declared),
+        filename=upload_filename(headers),
+        size=None if declared == _BAD_SIZE else declared,
+        content_type=content_type or "application/octet-stream",
+    )
+
+
 async def _upload(requests: AsyncIterable[Any], headers: Metadata) -> FileStream:
-    size = declared_size(headers)
-    filename = upload_filename(headers)
     iterator = aiter(requests)
     first: HttpBody | None = await anext(iterator, None)
-    content_type = (first.content_type if first is not None else "") or "application/octet-stream"
-    return FileStream(
-        checked_chunks(_chunks(first, iterator), size),
-        filename=filename,
-        size=None if size == _BAD_SIZE else size,
-        content_type=content_type,
-    )
+    content_type = first.content_type if first is not None else None
+    return file_upload(_chunks(first, iterator), headers, content_type)
 
 
 async def _chunks(first: HttpBody | None, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:

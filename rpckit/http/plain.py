@@ -24,7 +24,6 @@ from google.protobuf.message import Message
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
-from rpckit.files import parse_content_disposition, sanitize_filename
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
@@ -55,7 +54,7 @@ from rpckit.metadata import Metadata
 from rpckit.service import HttpRule, MethodKind, MethodSpec, resolve_stream
 from rpckit.streams import ByteStream, Event, FileStream, TextStream, aclose
 from rpckit.v1.stream_pb2 import Bytes, Text
-from rpckit.wellknown import checked_chunks, declared_size
+from rpckit.wellknown import checked_chunks, declared_size, file_upload
 
 __all__ = ["PlainRoute", "PlainRouter"]
 
@@ -213,18 +212,12 @@ class _PlainCall:
         """The request body of a client-streaming call, as the handler receives it."""
         chunks = body_chunks(self.receive)
         if self.method.input is HttpBody:
-            size = declared_size(self.headers)
             length = self.headers.get("content-length") or ""
-            if size is None and length.isdigit():
-                size = int(length)
-            name = sanitize_filename(
-                parse_content_disposition(self.headers.get("content-disposition"))
-            )
-            return FileStream(
-                checked_chunks(chunks, size),
-                filename=name,
-                size=None if size is not None and size < 0 else size,
-                content_type=self.headers.get("content-type") or "application/octet-stream",
+            return file_upload(
+                chunks,
+                self.headers,
+                self.headers.get("content-type"),
+                size=int(length) if length.isdigit() else None,
             )
         if self.method.input is Bytes:
             return ByteStream(checked_chunks(chunks, declared_size(self.headers)))
