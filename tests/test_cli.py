@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from examples.streams.v1.streams_pb2 import GetDogRequest, JsonStreamRequest, TextStreamRequest
@@ -91,6 +93,46 @@ async def test_http_stream_finishes_on_sigterm(files_dir: Path) -> None:
             rest = [dog async for dog in dogs]
         assert [d.name for d in [first, *rest]] == [f"Dog {i}" for i in range(10)]
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_http_grace_ends_open_streams_cleanly(files_dir: Path) -> None:
+    """When the grace period is over, open streams end with an in-band ``unavailable``
+    (Connect and plain NDJSON alike), and the server exits with nothing cancelled under it."""
+    process, _ = await _start("--files", str(files_dir), "--http", "127.0.0.1:0", "--grace", "0.5")
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        match = re.search(r"HTTP listening on (\S+)", line)
+        assert match, line
+        url = f"http://{match.group(1)}"
+        ndjson = {"accept": "application/x-ndjson"}
+        async with (
+            ConnectTransport(url) as transport,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            http.stream("GET", "/api/test_stream?interval_ms=50", headers=ndjson) as plain,
+        ):
+            texts = StreamsServiceClient(transport).text_stream(TextStreamRequest(interval_ms=50))
+            await anext(texts)
+            lines = plain.aiter_lines()
+            assert json.loads(await anext(lines)) == {"text": "Hello, world! 0"}
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(RpcError) as caught:
+                async for _ in texts:
+                    pass
+            rest = [json.loads(line) async for line in lines if line]
+        assert caught.value.code is Code.UNAVAILABLE
+        assert rest[-1] == {
+            "error": {"code": "unavailable", "message": "the server is shutting down; retry"}
+        }
+        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+        assert process.stderr is not None
+        stderr = (await process.stderr.read()).decode()
+        assert "Traceback" not in stderr
+        assert "Cancel" not in stderr  # uvicorn's hard stop was never needed
     finally:
         if process.returncode is None:
             process.kill()

@@ -102,7 +102,9 @@ def create_app(
     files = StaticFiles(directory=static, html=True) if static is not None else None
     fallback = _PlainDispatch(PlainRouter(plain, options), files)
     middleware = [cors.middleware()] if cors is not None else []
-    return Starlette(routes=[*connect, Route("/{path:path}", fallback)], middleware=middleware)
+    app = Starlette(routes=[*connect, Route("/{path:path}", fallback)], middleware=middleware)
+    app.state.rpckit_drain = options.drain  # set by the server at shutdown: see HttpServer
+    return app
 
 
 class _PlainDispatch:

@@ -29,6 +29,7 @@ __all__ = [
     "body_chunks",
     "call_context",
     "deadline",
+    "drained",
     "header_list",
     "read_body",
     "run_until_disconnect",
@@ -53,6 +54,26 @@ class BridgeOptions:
     compress_min_bytes: int = 1024
     #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
     require_protocol_version: bool = False
+    #: Set when the server shuts down: open calls end with ``unavailable`` (see ``drained``).
+    drain: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: The cancellation message that tells a call the server is draining, not the client gone.
+DRAIN = "rpckit: the server is shutting down"
+
+
+def drained(exc: asyncio.CancelledError) -> RpcError | None:
+    """The ``unavailable`` error a call ends with when ``exc`` is a drain, else None.
+
+    Call it in an ``except CancelledError`` block; on a drain it also takes the cancellation
+    back, so the call can still write its final record and complete its response.
+    """
+    if not exc.args or exc.args[0] != DRAIN:
+        return None
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
 
 
 def call_context(
@@ -143,26 +164,31 @@ async def deadline(ctx: Context) -> AsyncIterator[None]:
 
 
 async def run_until_disconnect(
-    work: Coroutine[Any, Any, None], receive: Receive, ctx: Context
+    work: Coroutine[Any, Any, None], receive: Receive, ctx: Context, drain: asyncio.Event
 ) -> None:
     """Run ``work`` (which writes a response) until it ends or the client disconnects.
 
     Only for requests whose body has been read: receive() then reports nothing but the
-    disconnect. A disconnect cancels the work and marks the call cancelled.
+    disconnect. A disconnect cancels the work and marks the call cancelled. ``drain`` being
+    set cancels it with ``DRAIN``, which the work answers by ending its response cleanly.
     """
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_wait_disconnect(receive))
+    draining = asyncio.ensure_future(drain.wait())
     try:
-        await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, watch, draining], return_when=asyncio.FIRST_COMPLETED)
+        if draining.done() and not task.done():
+            task.cancel(DRAIN)
+            await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not task.done():
             ctx.cancel()
             task.cancel()
         watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+        draining.cancel()
+        for waited in (task, watch, draining):
+            with contextlib.suppress(asyncio.CancelledError):
+                await waited
 
 
 class BodyWriter:

@@ -31,6 +31,7 @@ from rpckit.http.asgi import (
     body_chunks,
     call_context,
     deadline,
+    drained,
     header_list,
     read_body,
     run_until_disconnect,
@@ -140,7 +141,9 @@ class ConnectEndpoint:
             await self._unary_error(send, error, None, accept)
             return
         accept = accept or headers.get("content-encoding")
-        await run_until_disconnect(self._unary(send, codec, ctx, request, accept), receive, ctx)
+        await run_until_disconnect(
+            self._unary(send, codec, ctx, request, accept), receive, ctx, self.options.drain
+        )
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
         if (
@@ -174,7 +177,9 @@ class ConnectEndpoint:
         except RpcError as error:
             await self._unary_error(send, error, None, accept)
             return
-        await run_until_disconnect(self._unary(send, codec, ctx, request, accept), receive, ctx)
+        await run_until_disconnect(
+            self._unary(send, codec, ctx, request, accept), receive, ctx, self.options.drain
+        )
 
     async def _unary(
         self, send: Send, codec: Encoding, ctx: Context, request: Message, accept: str | None
@@ -185,6 +190,11 @@ class ConnectEndpoint:
             data = codec.encode(response)
         except RpcError as error:
             await self._unary_error(send, error, ctx, accept)
+            return
+        except asyncio.CancelledError as exc:
+            if (shutdown := drained(exc)) is None:
+                raise
+            await self._unary_error(send, shutdown, ctx, accept)
             return
         except Exception:
             log.exception("%s failed", self.method.path)
@@ -297,7 +307,9 @@ class ConnectEndpoint:
             return
         except ClientGone:
             return
-        await run_until_disconnect(self._produce(writer, ctx, request), receive, ctx)
+        await run_until_disconnect(
+            self._produce(writer, ctx, request), receive, ctx, self.options.drain
+        )
 
     async def _produce(self, writer: _StreamWriter, ctx: Context, request: Any) -> None:
         stream: AsyncIterator[Any] | None = None
@@ -314,9 +326,10 @@ class ConnectEndpoint:
                     await writer.message(message, ctx)
         except RpcError as exc:
             error = exc
-        except asyncio.CancelledError:
-            await writer.abort()
-            raise
+        except asyncio.CancelledError as exc:
+            if (error := drained(exc)) is None:
+                await writer.abort()
+                raise
         except Exception:
             log.exception("%s failed", self.method.path)
             error = RpcError(Code.INTERNAL, "internal error")

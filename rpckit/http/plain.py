@@ -34,6 +34,7 @@ from rpckit.http.asgi import (
     body_chunks,
     call_context,
     deadline,
+    drained,
     header_list,
     read_body,
     run_until_disconnect,
@@ -83,10 +84,6 @@ class PlainRoute:
     template: PathTemplate
     method: MethodSpec[Any, Any]
     handler: Handler
-
-
-class _CutOff(Exception):
-    """A raw body failed after its first byte: the connection is dropped mid-body."""
 
 
 class PlainRouter:
@@ -167,9 +164,13 @@ class _PlainCall:
             await self._fail_early(error, None)
             return
         if kind is MethodKind.UNARY:
-            await run_until_disconnect(self._unary(ctx, request), self.receive, ctx)
+            await run_until_disconnect(
+                self._unary(ctx, request), self.receive, ctx, self.options.drain
+            )
         else:
-            await run_until_disconnect(self._server_stream(ctx, request), self.receive, ctx)
+            await run_until_disconnect(
+                self._server_stream(ctx, request), self.receive, ctx, self.options.drain
+            )
 
     # --- requests --------------------------------------------------------------------------
 
@@ -279,6 +280,11 @@ class _PlainCall:
         except RpcError as error:
             await self._fail_early(error, ctx)
             return
+        except asyncio.CancelledError as exc:
+            if (shutdown := drained(exc)) is None:
+                raise
+            await self._fail_early(shutdown, ctx)
+            return
         except Exception:
             log.exception("%s failed", self.method.path)
             await self._fail_early(RpcError(Code.INTERNAL, "internal error"), ctx)
@@ -357,9 +363,9 @@ class _PlainCall:
                     watch_disconnect=False,  # run_until_disconnect already watches
                 )  # fmt: skip
             except RpcError as error:
-                if self.started:
+                if self.started:  # the body is incomplete: the server drops the connection
                     log.warning("%s: file failed mid-body (%s)", self.method.path, error)
-                    raise _CutOff(str(error)) from None
+                    return
                 await self._fail_early(error, ctx)  # e.g. the file vanished before sending
             finally:
                 await aclose(stream)
@@ -408,9 +414,10 @@ class _PlainCall:
                     await body.write(data)
         except RpcError as exc:
             error = exc
-        except asyncio.CancelledError:
-            await body.abort()
-            raise
+        except asyncio.CancelledError as exc:
+            if (error := drained(exc)) is None:
+                await body.abort()
+                raise
         except Exception:
             log.exception("%s failed", self.method.path)
             error = RpcError(Code.INTERNAL, "internal error")
@@ -430,10 +437,9 @@ class _PlainCall:
         if record is None:
             await body.flush()  # what was produced before the failure still goes out
             await body.abort()
-            log.warning(
-                "%s failed mid-body (%s): cutting the response off", self.method.path, error
-            )
-            raise _CutOff(str(error))
+            # Returning with the body incomplete makes the server drop the connection.
+            log.warning("%s failed mid-body (%s): response cut off", self.method.path, error)
+            return
         await body.close(record)
 
     async def _keep_alive(self, body: BodyWriter) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import Generator
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import uvicorn
 
 __all__ = ["HttpServer"]
+
+#: Seconds uvicorn waits after rpckit's own drain before it cancels what is left.
+DRAIN_MARGIN = 2
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -47,7 +51,9 @@ class HttpServer:
             self.app,
             lifespan="off",
             log_level=self.log_level,
-            timeout_graceful_shutdown=max(1, round(self.grace)),
+            # rpckit ends open calls itself when the grace period is over (see stop());
+            # uvicorn's own hard stop only comes after that, as a backstop.
+            timeout_graceful_shutdown=math.ceil(self.grace) + DRAIN_MARGIN,
             access_log=False,
         )
         self._server = _EmbeddedServer(config)
@@ -61,8 +67,19 @@ class HttpServer:
         return bound
 
     async def stop(self) -> None:
-        """Stop accepting; in-flight requests get the grace period, then are cancelled."""
+        """Stop accepting; in-flight calls get the grace period, then rpckit ends them
+        cleanly (streams with an in-band ``unavailable`` record, unary calls with 503)."""
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
-        await self._task
+        drain: asyncio.Event | None = getattr(
+            getattr(self.app, "state", None), "rpckit_drain", None
+        )
+        timer = None
+        if drain is not None:
+            timer = asyncio.get_running_loop().call_later(self.grace, drain.set)
+        try:
+            await self._task
+        finally:
+            if timer is not None:
+                timer.cancel()

@@ -230,6 +230,12 @@ function setupSse() {
     source.addEventListener("error", (event) => {
       if (event.data) {
         const error = JSON.parse(event.data);
+        if (error.code === "unavailable") {
+          // The server is going away (e.g. restarting): the browser reconnects by itself.
+          dropped = true;
+          setState(section, pill, "reconnecting");
+          return;
+        }
         showError($("sse-error"), `${error.code}: ${error.message}`);
         close("error");
       } else if (source.readyState === EventSource.CONNECTING) {
