@@ -55,11 +55,6 @@ class Event(Generic[T_co]):
     retry: int | None = None
 
 
-def unwrap(item: Any) -> Any:
-    """The payload of a stream item: an Event's data, anything else as it is."""
-    return item.data if type(item) is Event else item
-
-
 class _Channel(Generic[T]):
     """A bounded single-reader queue that knows when either end has gone."""
 

@@ -30,7 +30,6 @@ class Unsatisfiable(enum.Enum):
 
 UNSATISFIABLE = Unsatisfiable.UNSATISFIABLE
 
-_DIGITS = re.compile(r"[0-9]+")
 _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 
 
