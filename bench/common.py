@@ -27,7 +27,7 @@ from examples.streams.v1.streams_rpckit import StreamsService  # noqa: E402
 from rpckit import ByteStream, Code, Context, FileStream, RpcError  # noqa: E402
 from rpckit.v1.stream_pb2 import Text  # noqa: E402
 
-__all__ = ["ROOT", "Unimplemented"]
+__all__ = ["ROOT", "RpckitDogs", "Unimplemented", "bare_ndjson_app", "serve_on_uvicorn"]
 
 _NOT_HERE = "not in this benchmark"
 
@@ -68,6 +68,36 @@ class Unimplemented(StreamsService):
         self, requests: AsyncIterator[ChatMessage], ctx: Context
     ) -> AsyncIterator[ChatMessage]:
         raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
+
+
+class RpckitDogs(Unimplemented):
+    """json_stream is an async generator of ``count`` dogs; nothing else is implemented."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:
+        for i in range(self.count):
+            yield Dog(name=f"Dog {i}", age=i % 10)
+
+
+def bare_ndjson_app(count: int, path: str) -> object:
+    """The peer: a bare Starlette ``StreamingResponse`` of ``count`` dogs as NDJSON at ``path``."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def dogs(request: Request) -> StreamingResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(count):
+                yield (json.dumps({"name": f"Dog {i}", "age": i % 10}) + "\n").encode()
+
+        return StreamingResponse(gen(), media_type="application/x-ndjson")
+
+    return Starlette(routes=[Route(path, dogs, methods=["GET"])])
 
 
 async def serve_on_uvicorn(app: object, port: int = 0) -> None:

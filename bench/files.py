@@ -92,9 +92,7 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
-from bench.common import Unimplemented, serve_on_uvicorn  # noqa: E402
-from examples.streams.v1.streams_pb2 import Dog, JsonStreamRequest  # noqa: E402
-from rpckit import Context  # noqa: E402
+from bench.common import RpckitDogs, bare_ndjson_app, serve_on_uvicorn  # noqa: E402
 
 MIB = 1024 * 1024
 FILE_NAME = "payload.bin"
@@ -110,17 +108,6 @@ SERVE_KINDS = ("rpckit", "rpckit-ndjson", "starlette-file", "starlette-upload", 
 
 
 # --- servers (run in subprocesses) ----------------------------------------------------------
-
-
-class RpckitDogs(Unimplemented):
-    """json_stream is an async generator of ``count`` dogs; nothing else is implemented."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:
-        for i in range(self.count):
-            yield Dog(name=f"Dog {i}", age=i % 10)
 
 
 def probed_example() -> ASGIApp:
@@ -202,22 +189,6 @@ def starlette_upload_app(directory: Path) -> Any:
     return Starlette(routes=[Route("/upload", upload, methods=["POST"])])
 
 
-def starlette_ndjson_app(count: int) -> Any:
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import StreamingResponse
-    from starlette.routing import Route
-
-    async def dogs(request: Request) -> StreamingResponse:
-        async def gen() -> AsyncIterator[bytes]:
-            for i in range(count):
-                yield (json.dumps({"name": f"Dog {i}", "age": i % 10}) + "\n").encode()
-
-        return StreamingResponse(gen(), media_type="application/x-ndjson")
-
-    return Starlette(routes=[Route("/dogs", dogs, methods=["GET"])])
-
-
 def make_app(kind: str, directory: Path, count: int) -> Any:
     if kind == "rpckit":
         os.environ[FILES_ENV] = str(directory)
@@ -230,7 +201,7 @@ def make_app(kind: str, directory: Path, count: int) -> Any:
         return starlette_file_app(directory)
     if kind == "starlette-upload":
         return starlette_upload_app(directory)
-    return starlette_ndjson_app(count)
+    return bare_ndjson_app(count, "/dogs")
 
 
 async def serve(kind: str, directory: Path, count: int) -> None:

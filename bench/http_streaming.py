@@ -54,12 +54,11 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench.common import Unimplemented, serve_on_uvicorn  # noqa: E402
+from bench.common import RpckitDogs, bare_ndjson_app, serve_on_uvicorn  # noqa: E402
 from examples.streams.v1.streams_pb2 import (  # noqa: E402
     Dog,
     JsonStreamRequest,
 )
-from rpckit import Context  # noqa: E402
 
 PROTO = "examples/streams/v1/streams.proto"
 CONNECT_PATH = "/examples.streams.v1.StreamsService/JsonStream"
@@ -81,17 +80,6 @@ _HEADER = struct.Struct(">BI")
 
 
 # --- servers (run in subprocesses) ----------------------------------------------------------
-
-
-class RpckitDogs(Unimplemented):
-    """json_stream is an async generator of ``count`` dogs; nothing else is implemented."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:
-        for i in range(self.count):
-            yield Dog(name=f"Dog {i}", age=i % 10)
 
 
 def load_connect_module(gen_dir: Path) -> ModuleType:
@@ -124,22 +112,6 @@ def connectrpc_app(count: int, gen_dir: Path) -> Any:
     return generated.StreamsServiceASGIApplication(service_type())
 
 
-def starlette_app(count: int) -> Any:
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import StreamingResponse
-    from starlette.routing import Route
-
-    async def dogs(request: Request) -> StreamingResponse:
-        async def gen() -> AsyncIterator[bytes]:
-            for i in range(count):
-                yield (json.dumps({"name": f"Dog {i}", "age": i % 10}) + "\n").encode()
-
-        return StreamingResponse(gen(), media_type="application/x-ndjson")
-
-    return Starlette(routes=[Route(NDJSON_PATH, dogs, methods=["GET"])])
-
-
 async def serve(kind: str, count: int, gen_dir: Path | None, port: int) -> None:
     """Serve one kind on a free port; print "port loop http"; run until stdin closes."""
 
@@ -149,7 +121,7 @@ async def serve(kind: str, count: int, gen_dir: Path | None, port: int) -> None:
         assert gen_dir is not None
         app = connectrpc_app(count, gen_dir)
     else:
-        app = starlette_app(count)
+        app = bare_ndjson_app(count, NDJSON_PATH)
 
     await serve_on_uvicorn(app, port)
 
