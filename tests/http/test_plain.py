@@ -39,6 +39,7 @@ from examples.streams.v1.streams_pb2 import (
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, Event, RpcError, Sender, Streaming
 from rpckit.http import ConnectTransport, create_app
+from rpckit.http.framing import varint
 from rpckit.http.plain import PlainRouter
 from rpckit.http.serve import HttpServer
 
@@ -49,15 +50,6 @@ WAIT = 5.0  # upper bound for any single wait on the wire
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
@@ -572,7 +564,7 @@ ADOPT_BODIES = {
     "application/cbor-seq": b"".join(cbor2.dumps(dog_tree(d)) for d in ADOPTED),
     "application/vnd.msgpack-seq": b"".join(msgpack.packb(dog_tree(d)) for d in ADOPTED),
     "application/x-protobuf-delimited": b"".join(
-        _varint(d.ByteSize()) + d.SerializeToString() for d in ADOPTED
+        varint(d.ByteSize()) + d.SerializeToString() for d in ADOPTED
     ),
 }
 
@@ -597,7 +589,7 @@ async def test_adopt_dogs(http_url: str, content_type: str) -> None:
     [
         ("application/x-ndjson", b'{"name":"Rex"}\n{bad\n', "json"),
         ("application/x-ndjson", b'{"name":"Rex"}\n{"name":"Fido"}', "newline"),
-        ("application/x-protobuf-delimited", _varint(10) + b"abc", "inside a message"),
+        ("application/x-protobuf-delimited", varint(10) + b"abc", "inside a message"),
         ("application/x-protobuf-delimited", b"\x80", "inside a message"),
         ("application/cbor-seq", cbor2.dumps({"name": "Rex"})[:-2], "inside an item"),
         ("application/vnd.msgpack-seq", msgpack.packb({"name": "Rex"})[:-2], "inside an item"),
@@ -726,7 +718,7 @@ async def test_mid_stream_error_is_in_band(files_dir: Path, accept: str) -> None
         assert [Dog.FromString(r) for r in records] == DOGS[1:3]
         assert status == status_pb2.Status(code=15, message="disk on fire")
         record = status.SerializeToString()
-        assert body.endswith(b"\xff\xff\xff\xff\x0f" + _varint(len(record)) + record)
+        assert body.endswith(b"\xff\xff\xff\xff\x0f" + varint(len(record)) + record)
 
 
 @pytest.mark.parametrize("mode", ["early_not_found", "handler_not_found"])
