@@ -34,19 +34,25 @@ class HttpServer:
         self.log_level = log_level
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The listening sockets, once started.
+        self.sockets: list[socket.socket] = []
 
     async def start(self, address: str) -> int:
         """Bind ``host:port``, start serving in the background; returns the bound port."""
         host, _, port = address.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose ``proto`` says
+        # TCP, and accepted sockets inherit it. With proto 0, every response written in two
+        # parts waits for the client's delayed ACK (~40 ms per keep-alive call).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, int(port)))
         except OSError as exc:
             sock.close()
             raise OSError(f"could not bind HTTP server to {address}: {exc.strerror}") from None
+        self.sockets = [sock]
         config = uvicorn.Config(
             self.app,
             lifespan="off",
