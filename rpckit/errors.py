@@ -1,7 +1,8 @@
 """Status codes and the one exception handlers raise to fail a call.
 
 The 16 gRPC codes are the shared vocabulary of every transport: gRPC sends them as
-``grpc-status``, the HTTP bridge as Connect code names and HTTP statuses.
+``grpc-status``, the HTTP bridge as Connect code names and HTTP statuses. A number from the
+wire that is none of them is kept (``Code(17)``) and means ``unknown``, as the gRPC spec says.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ __all__ = ["Code", "RpcError"]
 
 
 class Code(enum.IntEnum):
-    """The gRPC status codes, with their Connect names and HTTP statuses."""
+    """The gRPC status codes, with their Connect names and HTTP statuses.
+
+    ``Code(n)`` for a number outside the table gives a code that keeps ``n`` (``int``,
+    ``value``, ``name`` ``CODE_<n>``) but behaves as ``UNKNOWN``: its Connect name is
+    ``unknown`` and its HTTP status 500. Such codes are not members (``list(Code)`` and
+    ``len(Code)`` hold the 17 known ones) and are not cached, so a peer cannot grow a table.
+    """
 
     OK = 0
     CANCELLED = 1
@@ -35,15 +42,32 @@ class Code(enum.IntEnum):
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
 
+    @classmethod
+    def _missing_(cls, value: object) -> Code | None:
+        """A status number outside the table: kept as a pseudo-code that means ``unknown``."""
+        if type(value) is not int or not _MIN_CODE <= value <= _MAX_CODE:
+            return None
+        pseudo = int.__new__(cls, value)
+        pseudo._name_ = f"CODE_{value}"
+        pseudo._value_ = value
+        return pseudo
+
+    @property
+    def known(self) -> bool:
+        """Whether this is one of the 17 codes of the gRPC spec (not a number from the wire)."""
+        return self._name_ in Code.__members__
+
     @property
     def connect_name(self) -> str:
         """The code's name in the Connect protocol (``not_found``, ``canceled``...)."""
+        if not self.known:
+            return "unknown"
         return "canceled" if self is Code.CANCELLED else self.name.lower()
 
     @property
     def http_status(self) -> int:
-        """The HTTP status the Connect protocol gives this code."""
-        return _HTTP_STATUS[self]
+        """The HTTP status the Connect protocol gives this code (500 for unknown numbers)."""
+        return _HTTP_STATUS.get(self, 500)
 
     @classmethod
     def from_connect_name(cls, name: str) -> Code:
@@ -56,6 +80,8 @@ class Code(enum.IntEnum):
         return _FROM_HTTP.get(status, Code.UNKNOWN)
 
 
+# grpc-status and google.rpc.Status.code are 32-bit: anything else is not a status number.
+_MIN_CODE, _MAX_CODE = -(2**31), 2**32 - 1
 _HTTP_STATUS: dict[Code, int] = {
     Code.OK: 200,
     Code.CANCELLED: 499,

@@ -12,11 +12,16 @@ from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Metadata", "MetadataLike", "decode_bin"]
 
-MetadataLike = Mapping[str, str] | Iterable[tuple[str, str]]
+#: What a Metadata is built from; ``bytes`` values are for ``-bin`` keys.
+MetadataLike = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]]
 
 
 class Metadata:
-    """An ordered multi-map of metadata; keys are case-insensitive and stored lower-case."""
+    """An ordered multi-map of metadata; keys are case-insensitive and stored lower-case.
+
+    ``md["x"] = "y"`` replaces, ``md["x"]`` reads the first value, ``del md["x"]`` drops all;
+    ``add`` appends another value. Iterating yields ``(key, value)`` pairs, not keys.
+    """
 
     __slots__ = ("_items",)
 
@@ -76,6 +81,23 @@ class Metadata:
     def items(self) -> list[tuple[str, str]]:
         """All pairs, in order."""
         return list(self._items)
+
+    def __getitem__(self, key: str) -> str:
+        """``md[key]``: the first value of ``key``; KeyError if it has none."""
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: str | bytes) -> None:
+        """``md[key] = value``: the same as ``set`` (replaces every value of ``key``)."""
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        """``del md[key]``: drop every value of ``key``; KeyError if it has none."""
+        if key not in self:
+            raise KeyError(key)
+        self.remove(key)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None

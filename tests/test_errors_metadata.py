@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rpckit import Code, Metadata, RpcError
@@ -44,3 +46,50 @@ def test_metadata_multi_map() -> None:
     assert len(md) == 2
     with pytest.raises(ValueError, match="-bin"):
         md.add("plain", b"bytes")
+
+
+def test_unknown_status_numbers_are_kept_and_mean_unknown() -> None:
+    code = Code(17)
+    assert (int(code), code.name, code.known) == (17, "CODE_17", False)
+    assert (code.connect_name, code.http_status) == ("unknown", 500)
+    assert str(RpcError(code, "from the wire")) == "unknown: from the wire"
+    assert Code(-1) == -1
+    assert Code(2**32 - 1).connect_name == "unknown"
+    assert len(Code) == 17  # the table itself is unchanged
+    assert code not in list(Code)
+    assert Code(3) is Code.INVALID_ARGUMENT
+    assert Code.INVALID_ARGUMENT.known
+    bad: Any
+    for bad in ("3", 2**40, 1.5, None):
+        with pytest.raises(ValueError, match="is not a valid Code"):
+            Code(bad)
+
+
+def test_unknown_status_number_becomes_grpc_unknown() -> None:
+    import grpc
+
+    from rpckit.grpc.status import grpc_code
+
+    assert grpc_code(Code(99)) is grpc.StatusCode.UNKNOWN
+    assert grpc_code(Code.NOT_FOUND) is grpc.StatusCode.NOT_FOUND
+
+
+def test_metadata_item_access() -> None:
+    md = Metadata([("x-one", "1"), ("x-one", "2")])
+    md["X-One"] = "3"  # replaces every value
+    assert md.get_all("x-one") == ["3"]
+    assert md["x-ONE"] == "3"
+    md["trace-bin"] = b"\x00\xff"
+    assert md["trace-bin"] == "AP8="
+    md.add("x-two", "a")
+    md.add("x-two", "b")
+    assert md["x-two"] == "a"  # the first value
+    del md["X-Two"]
+    assert "x-two" not in md
+    with pytest.raises(KeyError):
+        md["x-two"]
+    with pytest.raises(KeyError):
+        del md["x-two"]
+    with pytest.raises(ValueError, match="-bin"):
+        md["plain"] = b"bytes"
+    assert md.items() == [("x-one", "3"), ("trace-bin", "AP8=")]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable
 from rpckit.errors import Code, RpcError
 from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.grpc.status import STATUS_DETAILS_KEY, details_from_status, from_grpc_metadata
@@ -19,6 +21,29 @@ __all__ = ["GrpcTransport"]
 
 I = TypeVar("I", bound=Message)  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
+
+
+def grpc_request_metadata(options: CallOptions) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's request metadata as grpcio wants it: ``-bin`` values as raw bytes.
+
+    A ``-bin`` value may be given as bytes or as base64 text (padded or not, standard or
+    URL-safe alphabet), which is how rpckit's ``Metadata`` holds it; anything else is a
+    ValueError naming the key, raised before the call starts.
+    """
+    if not options.metadata:
+        return ()
+    pairs: list[tuple[str, str | bytes]] = []
+    for key, value in Metadata(options.metadata):
+        pairs.append((key, _binary(key, value) if key.endswith("-bin") else value))
+    return tuple(pairs)
+
+
+def _binary(key: str, text: str) -> bytes:
+    standard = text.strip().rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"metadata {key!r}: a -bin value must be bytes or base64 text") from None
 
 
 def _error(exc: grpc.aio.AioRpcError) -> RpcError:
@@ -71,7 +96,7 @@ class GrpcTransport(AsyncClosing):
             request_serializer=_serialize,
             response_deserializer=method.output.FromString,
         )
-        call = stub(request, timeout=options.timeout, metadata=request_metadata(options))
+        call = stub(request, timeout=options.timeout, metadata=grpc_request_metadata(options))
         response: O = await _finish_unary(call, options)
         return response
 
@@ -90,7 +115,7 @@ class GrpcTransport(AsyncClosing):
         call = stub(
             aiter(as_async_iterable(requests)),
             timeout=options.timeout,
-            metadata=request_metadata(options),
+            metadata=grpc_request_metadata(options),
         )
         response: O = await _finish_unary(call, options)
         return response
@@ -104,7 +129,7 @@ class GrpcTransport(AsyncClosing):
             request_serializer=_serialize,
             response_deserializer=method.output.FromString,
         )
-        call = stub(request, timeout=options.timeout, metadata=request_metadata(options))
+        call = stub(request, timeout=options.timeout, metadata=grpc_request_metadata(options))
         return StreamCall(_responses(call, options))
 
     def bidi_stream(
@@ -122,7 +147,7 @@ class GrpcTransport(AsyncClosing):
         call = stub(
             aiter(as_async_iterable(requests)),
             timeout=options.timeout,
-            metadata=request_metadata(options),
+            metadata=grpc_request_metadata(options),
         )
         return StreamCall(_responses(call, options))
 

@@ -19,8 +19,8 @@ _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def grpc_code(code: Code) -> grpc.StatusCode:
-    """The grpcio enum member for a code."""
-    return _GRPC_CODES[int(code)]
+    """The grpcio enum member for a code; a number grpcio does not know is ``UNKNOWN``."""
+    return _GRPC_CODES.get(int(code), grpc.StatusCode.UNKNOWN)
 
 
 def status_details(error: RpcError) -> bytes | None:
