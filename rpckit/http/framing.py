@@ -19,25 +19,38 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import math
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cbor2
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
+from google.api.httpbody_pb2 import HttpBody
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from rpckit.encodings import Encoding, EncodingRegistry, from_tree
 from rpckit.errors import Code, RpcError
 from rpckit.http.connect import error_json
+from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
     "ERROR_SENTINEL",
     "Deframer",
     "Framing",
+    "MediaRange",
+    "NegotiationError",
+    "NotAcceptable",
+    "UnsupportedMediaType",
+    "choose_media",
     "deframer_for",
     "negotiate_framing",
+    "negotiate_single",
+    "negotiate_stream",
+    "parse_accept",
+    "request_encoding",
     "sse_event",
     "varint",
 ]
@@ -137,42 +150,263 @@ class Framing:
 FRAMING_TYPES = frozenset(
     {NDJSON, "application/jsonl", SSE, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED}
 )
-_BY_TYPE = {NDJSON: "ndjson", "application/jsonl": "ndjson", SSE: "sse", CBOR_SEQ: "cbor",
-            MSGPACK_SEQ: "msgpack", PROTO_DELIMITED: "delimited"}  # fmt: skip
 _ENCODING_FOR = {"ndjson": "json", "sse": "json", "cbor": "cbor", "msgpack": "msgpack",
                  "delimited": "proto"}  # fmt: skip
+_SEQUENCE_TYPE = {"ndjson": NDJSON, "sse": SSE, "cbor": CBOR_SEQ, "msgpack": MSGPACK_SEQ,
+                  "delimited": PROTO_DELIMITED}  # fmt: skip
+# Every media type that names a framing, as clients really send them, in the order a route
+# offers them. The first name of each kind is the sequence type itself; the single-message
+# names (application/json, application/msgpack...) select that kind's sequence on a stream.
+_STREAM_NAMES: tuple[tuple[str, str], ...] = (
+    (NDJSON, "ndjson"), ("application/jsonl", "ndjson"), ("application/ndjson", "ndjson"),
+    ("application/x-jsonlines", "ndjson"), ("application/json", "ndjson"),
+    (SSE, "sse"),
+    (CBOR_SEQ, "cbor"), ("application/cbor", "cbor"),
+    (MSGPACK_SEQ, "msgpack"), ("application/msgpack", "msgpack"),
+    ("application/x-msgpack", "msgpack"), ("application/vnd.msgpack", "msgpack"),
+    (PROTO_DELIMITED, "delimited"), ("application/x-protobuf", "delimited"),
+    ("application/protobuf", "delimited"), ("application/proto", "delimited"),
+)  # fmt: skip
+_BY_TYPE = dict(_STREAM_NAMES)
+_SEQUENCE_NAMES = frozenset(
+    {NDJSON, "application/jsonl", "application/ndjson", "application/x-jsonlines", SSE,
+     CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED}
+)  # fmt: skip
+# The single-message media types each codec is known by (the first is its own).
+_SINGLE_ALIASES = {
+    "json": ("application/json",),
+    "cbor": ("application/cbor",),
+    "msgpack": ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack"),
+    "proto": ("application/proto", "application/x-protobuf", "application/protobuf"),
+}
+_RAW_OUTPUTS = (Bytes, HttpBody)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_QUALITY = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    """One entry of an Accept header: ``type/subtype`` (either may be ``*``) and its q."""
+
+    type: str
+    subtype: str
+    quality: float
+    position: int
+
+    def specificity(self, media: str) -> int:
+        """How precisely this range names ``media``: 2 exactly, 1 by type, 0 by ``*/*``,
+        -1 not at all."""
+        kind, _, sub = media.partition("/")
+        if self.type == "*":
+            return 0
+        if self.type != kind:
+            return -1
+        if self.subtype == "*":
+            return 1
+        return 2 if self.subtype == sub else -1
+
+
+def parse_accept(accept: str | None) -> list[MediaRange]:
+    """The media ranges of an Accept header in header order, q=0 refusals included.
+
+    Malformed entries (no ``type/subtype``, a q outside 0..1) are skipped, so a header made
+    only of them counts as absent; a bare ``*`` is read as ``*/*``, as some clients send it.
+    """
+    ranges = []
+    for position, part in enumerate((accept or "").split(",")):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        media = media.lower()
+        if media == "*":
+            media = "*/*"
+        kind, slash, sub = media.partition("/")
+        if not slash or not _TOKEN.fullmatch(kind) or not _TOKEN.fullmatch(sub):
+            continue
+        if kind == "*" and sub != "*":
+            continue
+        quality: float | None = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                quality = float(value) if _QUALITY.fullmatch(value) else None
+        if quality is not None:
+            ranges.append(MediaRange(kind, sub, quality, position))
+    return ranges
 
 
 def accepted_types(accept: str | None) -> list[str]:
     """Media types of an Accept header, most preferred first (q=0 dropped)."""
-    ranked = []
-    for position, part in enumerate((accept or "").split(",")):
-        media, *params = [p.strip() for p in part.split(";")]
-        quality = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    quality = float(param[2:])
-                except ValueError:
-                    quality = 0.0
-        if media and quality > 0:
-            ranked.append((-quality, position, media.lower()))
-    return [media for _, _, media in sorted(ranked)]
+    ranked = sorted(
+        (-r.quality, r.position, f"{r.type}/{r.subtype}")
+        for r in parse_accept(accept)
+        if r.quality > 0
+    )
+    return [media for _, _, media in ranked]
+
+
+def choose_media(accept: str | None, offered: Sequence[str]) -> str | None:
+    """The offered media type an Accept header prefers (RFC 9110 section 12.5.1), or None.
+
+    Each offer takes the q of the most specific range that names it; the highest q wins,
+    then the more specific match, then the earlier range in the header, then the earlier
+    offer (the server's preference). No header, or one without a usable range, takes the
+    first offer. None means nothing offered is acceptable: answer 406.
+    """
+    if not offered:
+        return None
+    ranges = parse_accept(accept)
+    if not ranges:
+        return offered[0]
+    best: tuple[float, int, int, int] | None = None
+    chosen: str | None = None
+    for index, media in enumerate(offered):
+        match: tuple[int, MediaRange] | None = None
+        for candidate in ranges:
+            specificity = candidate.specificity(media)
+            if specificity >= 0 and (match is None or specificity > match[0]):
+                match = (specificity, candidate)
+        if match is None or match[1].quality <= 0 or math.isnan(match[1].quality):
+            continue
+        key = (match[1].quality, match[0], -match[1].position, -index)
+        if best is None or key > best:
+            best, chosen = key, media
+    return chosen
+
+
+class NegotiationError(RpcError):
+    """A request whose media types cannot be served: ``invalid_argument`` for clients that
+    only read codes, and an HTTP status of its own (406, 415) plus what the route offers."""
+
+    http_status: int
+
+    def __init__(self, message: str, offered: Sequence[str]) -> None:
+        super().__init__(Code.INVALID_ARGUMENT, message)
+        self.offered = tuple(offered)
+
+
+class NotAcceptable(NegotiationError):
+    """``Accept`` names nothing the route can produce: answer 406."""
+
+    http_status = 406
+
+    def __init__(self, offered: Sequence[str]) -> None:
+        super().__init__(
+            f"nothing in Accept can be produced; this route offers: {', '.join(offered)}",
+            offered,
+        )
+
+
+class UnsupportedMediaType(NegotiationError):
+    """A request body in a media type the route cannot read: answer 415."""
+
+    http_status = 415
+
+
+def _stream_offers(output: type[Message], registry: EncodingRegistry) -> list[str]:
+    offers = ["text/plain"] if output is Text else []
+    offers += [media for media, kind in _STREAM_NAMES if registry.get(_ENCODING_FOR[kind])]
+    return offers
+
+
+def _framing(media: str, registry: EncodingRegistry) -> Framing:
+    kind = _BY_TYPE[media]
+    encoding = registry.get(_ENCODING_FOR[kind])
+    assert encoding is not None
+    content_type = media if media in _SEQUENCE_NAMES else _SEQUENCE_TYPE[kind]
+    return Framing(content_type, kind, encoding)
+
+
+def negotiate_stream(
+    accept: str | None, output: type[Message], registry: EncodingRegistry
+) -> Framing | None:
+    """The framing of a server stream of ``output`` messages for an Accept header.
+
+    None means raw: octets for ``Bytes``/``HttpBody`` outputs (never refused, since the
+    handler sets the content type), text for ``rpckit.v1.Text`` when ``text/plain`` (or a
+    wildcard) wins. Otherwise the framing Accept prefers: every common name of MessagePack
+    and CBOR selects that sequence, ``application/json`` selects NDJSON, and no Accept (or
+    ``*/*``) gives NDJSON. NotAcceptable (406) when Accept lists none of them.
+    """
+    if output in _RAW_OUTPUTS:
+        return None
+    offers = _stream_offers(output, registry)
+    media = choose_media(accept, offers)
+    if media is None:
+        canonical = [m for m in offers if m == "text/plain" or m in _SEQUENCE_TYPE.values()]
+        raise NotAcceptable(canonical)
+    if media == "text/plain":
+        return None
+    return _framing(media, registry)
 
 
 def negotiate_framing(accept: str | None, registry: EncodingRegistry) -> Framing:
-    """The message framing for an Accept header: the first one it names that we have,
-    NDJSON when it names none (``*/*``, a browser's default, or nothing)."""
-    for media in accepted_types(accept):
-        kind = _BY_TYPE.get(media)
-        if kind is None:
-            continue
-        encoding = registry.get(_ENCODING_FOR[kind])
-        if encoding is not None:
-            return Framing(SSE if kind == "sse" else media, kind, encoding)
+    """The message framing for an Accept header, NDJSON when it names none we have.
+
+    Lenient form of ``negotiate_stream`` for message outputs, kept for callers that never
+    answer 406."""
+    try:
+        framing = negotiate_stream(accept, Message, registry)
+    except NotAcceptable:
+        framing = None
+    if framing is not None:
+        return framing
     encoding = registry.get("json")
     assert encoding is not None, "the json encoding must stay registered"
     return Framing(NDJSON, "ndjson", encoding)
+
+
+class Negotiated(NamedTuple):
+    """The encoding of a single-message response and the content type to label it with."""
+
+    encoding: Encoding
+    content_type: str
+
+
+def _single_offers(registry: EncodingRegistry) -> dict[str, Encoding]:
+    """Every media type a single message can be written in, JSON first, mapped to its codec."""
+    names = registry.names()
+    names.sort(key=lambda name: name != "json")  # stable: JSON first, then registry order
+    offers: dict[str, Encoding] = {}
+    for name in names:
+        encoding = registry.get(name)
+        assert encoding is not None
+        for media in (encoding.content_type.lower(), *_SINGLE_ALIASES.get(name, ())):
+            offers.setdefault(media, encoding)
+    return offers
+
+
+def negotiate_single(accept: str | None, registry: EncodingRegistry) -> Negotiated:
+    """The encoding of a unary response message for an Accept header.
+
+    JSON when Accept is absent or a wildcard wins; every common name of MessagePack
+    (``application/msgpack``, ``x-msgpack``, ``vnd.msgpack``), CBOR and protobuf selects
+    that codec, labelled with the name the client asked for. NotAcceptable (406) when
+    Accept lists nothing registered.
+    """
+    offers = _single_offers(registry)
+    media = choose_media(accept, list(offers))
+    if media is None:
+        raise NotAcceptable(list(dict.fromkeys(e.content_type for e in offers.values())))
+    encoding = offers[media]
+    exact = any(r.specificity(media) == 2 for r in parse_accept(accept) if r.quality > 0)
+    return Negotiated(encoding, media if exact else encoding.content_type)
+
+
+def request_encoding(content_type: str | None, registry: EncodingRegistry) -> Encoding:
+    """The codec of a single-message request body by its Content-Type (JSON if none).
+
+    Accepts every common name of each registered codec; anything else is
+    UnsupportedMediaType (415, ``invalid_argument``) listing what is accepted.
+    """
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    offers = _single_offers(registry)
+    encoding = offers.get(media)
+    if encoding is None:
+        raise UnsupportedMediaType(
+            f"unsupported request content type {media[:60]!r}; accepted: {', '.join(offers)}",
+            list(offers),
+        )
+    return encoding
 
 
 class Deframer(Protocol):
@@ -298,11 +532,12 @@ def deframer_for(
     """The deframer for a request body's Content-Type (NDJSON when none is given)."""
     media = (content_type or NDJSON).split(";")[0].strip().lower()
     kind = _BY_TYPE.get(media)
-    if kind is None or kind == "sse":
-        accepted = ", ".join([NDJSON, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED])
-        raise RpcError(
-            Code.INVALID_ARGUMENT,
-            f"unsupported request stream type {media!r}; accepted: {accepted}",
+    if kind is None or kind == "sse" or media == "application/json":
+        # application/json would be one JSON value (an array?), not a sequence: refused
+        accepted = [m for m, k in _STREAM_NAMES if k != "sse" and m != "application/json"]
+        raise UnsupportedMediaType(
+            f"unsupported request stream type {media[:60]!r}; accepted: {', '.join(accepted)}",
+            accepted,
         )
     encoding = registry.get(_ENCODING_FOR[kind])
     if encoding is None:

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 import cbor2
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
 import pytest
+from google.api.httpbody_pb2 import HttpBody
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from examples.streams.v1.streams_pb2 import (
     Dog,
@@ -27,14 +30,20 @@ from rpckit.http.framing import (
     KEEP_ALIVE,
     Deframer,
     Framing,
+    NotAcceptable,
+    UnsupportedMediaType,
     accepted_types,
     deframer_for,
     negotiate_framing,
+    negotiate_single,
+    negotiate_stream,
+    parse_accept,
+    request_encoding,
     sse_event,
     varint,
 )
 from rpckit.http.routes import PathTemplate, bind_request, body_type
-from rpckit.v1.stream_pb2 import Text
+from rpckit.v1.stream_pb2 import Bytes, Text
 
 DOGS = [Dog(name="Rex", age=3), Dog(name="Fido"), Dog(name="Bella «b»", age=7)]
 FAILURE = RpcError(Code.DATA_LOSS, "disk on fire")
@@ -155,6 +164,165 @@ def test_negotiate_framing_skips_unregistered_encodings() -> None:
     framing = negotiate_framing("application/cbor-seq, text/event-stream;q=0.5", registry)
     assert framing.kind == "sse"
     assert negotiate_framing("application/cbor-seq", registry).kind == "ndjson"
+
+
+# --- negotiate_stream / negotiate_single / request_encoding ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type", "kind"),
+    [
+        # the common names of MessagePack and CBOR select their sequences on a stream
+        ("application/vnd.msgpack", "application/vnd.msgpack-seq", "msgpack"),
+        ("application/msgpack", "application/vnd.msgpack-seq", "msgpack"),
+        ("application/x-msgpack", "application/vnd.msgpack-seq", "msgpack"),
+        ("application/cbor", "application/cbor-seq", "cbor"),
+        ("application/x-protobuf", "application/x-protobuf-delimited", "delimited"),
+        ("application/ndjson", "application/ndjson", "ndjson"),
+        # axios' default and a browser's navigation Accept still get the default
+        ("application/json, text/plain, */*", "application/x-ndjson", "ndjson"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/x-ndjson", "ndjson"),
+        # a named type beats a wildcard of the same q; the more specific range sets the q
+        ("*/*, application/cbor", "application/cbor-seq", "cbor"),
+        (
+            "application/*;q=0.2, application/msgpack;q=0.9",
+            "application/vnd.msgpack-seq",
+            "msgpack",
+        ),
+        ("application/x-ndjson;q=0, application/*", "application/jsonl", "ndjson"),
+        ("*", "application/x-ndjson", "ndjson"),
+        ("nonsense", "application/x-ndjson", "ndjson"),  # no usable range: as if absent
+    ],
+)
+def test_negotiate_stream_media_types_clients_send(
+    accept: str, content_type: str, kind: str
+) -> None:
+    framing = negotiate_stream(accept, Dog, encodings)
+    assert framing is not None
+    assert (framing.content_type, framing.kind) == (content_type, kind)
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png, text/csv", "text/event-stream;q=0"])
+def test_negotiate_stream_not_acceptable_lists_offers(accept: str) -> None:
+    with pytest.raises(NotAcceptable) as caught:
+        negotiate_stream(accept, Dog, encodings)
+    error = caught.value
+    assert (error.http_status, error.code) == (406, Code.INVALID_ARGUMENT)
+    assert error.offered == (
+        "application/x-ndjson", "text/event-stream", "application/cbor-seq",
+        "application/vnd.msgpack-seq", "application/x-protobuf-delimited",
+    )  # fmt: skip
+    assert error.message.endswith("this route offers: " + ", ".join(error.offered))
+    assert "\n" not in error.message
+
+
+def test_negotiate_stream_offers_only_registered_encodings() -> None:
+    registry = EncodingRegistry()
+    registry.register(JsonEncoding())
+    with pytest.raises(NotAcceptable) as caught:
+        negotiate_stream("application/msgpack", Dog, registry)
+    assert caught.value.offered == ("application/x-ndjson", "text/event-stream")
+
+
+def test_negotiate_stream_text_and_raw_outputs() -> None:
+    for accept in (None, "*/*", "text/plain", "text/*", "text/plain, application/x-ndjson"):
+        assert negotiate_stream(accept, Text, encodings) is None  # raw text
+    framing = negotiate_stream("application/x-ndjson, text/plain;q=0.5", Text, encodings)
+    assert framing is not None
+    assert framing.kind == "ndjson"
+    with pytest.raises(NotAcceptable) as caught:
+        negotiate_stream("text/html", Text, encodings)
+    assert caught.value.offered[0] == "text/plain"
+    # bytes and files carry the handler's own content type: never refused
+    assert negotiate_stream("text/html", Bytes, encodings) is None
+    assert negotiate_stream("text/html", HttpBody, encodings) is None
+
+
+@pytest.mark.parametrize(
+    ("accept", "codec", "content_type"),
+    [
+        (None, "json", "application/json"),
+        ("*/*", "json", "application/json"),
+        ("application/vnd.msgpack", "msgpack", "application/vnd.msgpack"),
+        ("application/x-msgpack", "msgpack", "application/x-msgpack"),
+        ("application/msgpack", "msgpack", "application/msgpack"),
+        ("application/cbor;q=0.9, application/json;q=0.8", "cbor", "application/cbor"),
+        ("application/x-protobuf", "proto", "application/x-protobuf"),
+        ("application/*", "json", "application/json"),
+    ],
+)
+def test_negotiate_single(accept: str | None, codec: str, content_type: str) -> None:
+    chosen = negotiate_single(accept, encodings)
+    assert chosen.encoding is encodings.get(codec)
+    assert chosen.content_type == content_type
+
+
+def test_negotiate_single_not_acceptable() -> None:
+    with pytest.raises(NotAcceptable) as caught:
+        negotiate_single("text/html, image/*", encodings)
+    assert caught.value.http_status == 406
+    assert caught.value.offered == (
+        "application/json", "application/proto", "application/cbor", "application/msgpack",
+    )  # fmt: skip
+
+
+def test_request_encoding_knows_the_common_names() -> None:
+    assert request_encoding(None, encodings) is encodings.get("json")
+    assert request_encoding("application/json; charset=utf-8", encodings).name == "json"
+    for media in ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack"):
+        assert request_encoding(media, encodings).name == "msgpack"
+    assert request_encoding("application/x-protobuf", encodings).name == "proto"
+    with pytest.raises(UnsupportedMediaType) as caught:
+        request_encoding("text/csv", encodings)
+    assert (caught.value.http_status, caught.value.code) == (415, Code.INVALID_ARGUMENT)
+    assert "unsupported request content type 'text/csv'; accepted: application/json" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "kind"),
+    [("application/msgpack", "msgpack"), ("application/x-msgpack", "msgpack"),
+     ("application/vnd.msgpack", "msgpack"), ("application/cbor", "cbor")],
+)  # fmt: skip
+def test_deframer_for_common_names(content_type: str, kind: str) -> None:
+    item = {"name": "Rex", "age": 3}
+    data = msgpack.packb(item) if kind == "msgpack" else cbor2.dumps(item)
+    assert _feed_all(_deframer(content_type), iter([data, data])) == [DOGS[0], DOGS[0]]
+
+
+_ACCEPT_TEXT = st.text(
+    alphabet=st.sampled_from(list("abcx/*;=q,. 0123456789-+_\t\"é")), max_size=60
+) | st.lists(
+    st.sampled_from(
+        ["application/msgpack", "text/event-stream", "*/*", "text/*", "application/*",
+         "text/plain", "application/cbor", "text/html", ";q=0", ";q=0.5", ";q=1.0", ";q=x"]
+    ),
+    max_size=6,
+).map(", ".join)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(accept=_ACCEPT_TEXT, output=st.sampled_from([Dog, Text, Bytes]))
+def test_negotiation_never_fails_otherwise(accept: str, output: type[Message]) -> None:
+    ranges = parse_accept(accept)
+    assert all(0 <= r.quality <= 1 for r in ranges)
+    outcome: Framing | NotAcceptable | None
+    try:
+        outcome = negotiate_stream(accept, output, encodings)
+    except NotAcceptable as error:
+        outcome = error
+    if isinstance(outcome, NotAcceptable):
+        assert outcome.offered
+        assert output is not Bytes
+    else:
+        assert outcome is None or outcome.kind in ("ndjson", "sse", "cbor", "msgpack", "delimited")
+    single: object
+    try:
+        single = negotiate_single(accept, encodings).encoding
+    except NotAcceptable as error:
+        single = error.http_status
+    assert single == 406 or single in [encodings.get(name) for name in encodings.names()]
 
 
 def test_accepted_types_sees_sse() -> None:
