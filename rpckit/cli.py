@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rpckit.service import Service
+from rpckit.serving.options import ServeOptions, parse_workers
 
 __all__ = ["load_services", "main"]
 
@@ -44,52 +42,38 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
     return list(services)
 
 
-async def serve(
-    services: list[Service],
-    *,
-    grpc_address: str | None,
-    http_address: str | None = None,
-    grace: float = 5.0,
-    static: Path | None = None,
-    cors_origins: Sequence[str] = (),
-) -> None:
-    """Run the transports in one event loop until SIGINT or SIGTERM, then shut down.
+def serve(options: ServeOptions) -> int:
+    """Serve ``options.target`` until SIGINT or SIGTERM, then drain; returns the exit status.
 
-    In-flight calls get ``grace`` seconds to finish before they are cancelled.
+    One worker runs in this process; more run as supervised processes sharing the ports.
     """
-    from rpckit.grpc import GrpcServer
-    from rpckit.http import Cors, create_app
-    from rpckit.http.serve import HttpServer
+    from rpckit.serving.supervisor import WorkerFailed, supervise
+    from rpckit.serving.tls import TlsError, check_tls
+    from rpckit.serving.worker import run_process
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    grpc_server = GrpcServer(services) if grpc_address else None
-    http_server = None
-    if http_address:
-        cors = Cors(origins=cors_origins) if cors_origins else None
-        app = create_app(services, static=static, cors=cors)
-        http_server = HttpServer(app, grace=grace)
     try:
-        if grpc_server is not None and grpc_address:
-            port = await grpc_server.start(grpc_address)
-            _announce("gRPC", grpc_address, port)
-        if http_server is not None and http_address:
-            port = await http_server.start(http_address)
-            _announce("HTTP", http_address, port)
-        await stop.wait()
-        log.info("shutting down (grace %.1fs)", grace)
-    finally:
-        await asyncio.gather(
-            *(s.stop(grace) for s in [grpc_server] if s is not None),
-            *(s.stop() for s in [http_server] if s is not None),
-        )
+        if options.tls is not None:
+            check_tls(options.tls)
+        if options.workers > 1:
+            supervise(options, lambda name, address: _announce(name, address, None))
+            return 0
+        services = load_services(options.target, options.target_args)
+
+        def ready(ports: dict[str, int]) -> None:
+            for name, address in (("gRPC", options.grpc), ("HTTP", options.http)):
+                if address and name in ports:
+                    _announce(name, address, ports[name])
+
+        run_process(services, options, on_ready=ready)
+    except (OSError, TlsError, WorkerFailed) as exc:
+        print(f"rpckit: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def _announce(name: str, address: str, port: int) -> None:
-    host = address.rpartition(":")[0] or "127.0.0.1"
-    print(f"rpckit: {name} listening on {host}:{port}", flush=True)
+def _announce(name: str, address: str, port: int | None) -> None:
+    host, _, given = address.rpartition(":")
+    print(f"rpckit: {name} listening on {host or '127.0.0.1'}:{port or given}", flush=True)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -137,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="let pages on ORIGIN (or *) call the HTTP bridge; repeatable",
     )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    _add_production_flags(srv)
     srv.add_argument("--log-level", default="info")
 
     args, extra = parser.parse_known_args(argv)
@@ -150,23 +135,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
     if args.static is not None and not args.static.is_dir():
         parser.error(f"--static {args.static} is not a directory")
-    services = load_services(args.target, extra)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(
-                serve(
-                    services,
-                    grpc_address=args.grpc,
-                    http_address=args.http,
-                    grace=args.grace,
-                    static=args.static,
-                    cors_origins=args.cors_origin,
-                )
-            )
-    except OSError as exc:
-        print(f"rpckit: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        workers = parse_workers(args.workers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    options = ServeOptions(
+        target=args.target,
+        target_args=tuple(extra),
+        grpc=args.grpc,
+        http=args.http,
+        workers=workers,
+        server=args.server,
+        grace=args.grace,
+        drain_delay=args.drain_delay,
+        static=args.static,
+        cors_origins=tuple(args.cors_origin),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        liveness_path=args.liveness_path,
+        readiness_path=args.readiness_path,
+        log_level=args.log_level,
+    )
+    return serve(options)
+
+
+def _add_production_flags(srv: argparse.ArgumentParser) -> None:
+    """The serve flags for production: workers, server, drain, TLS and health paths."""
+    srv.add_argument(
+        "--workers",
+        default="1",
+        metavar="N|auto",
+        help="processes sharing both ports (SO_REUSEPORT); auto = one per core (default 1)",
+    )
+    srv.add_argument(
+        "--server", choices=("uvicorn", "granian"), default="uvicorn", help="HTTP server"
+    )
+    srv.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep accepting this long with readiness false before draining",
+    )
+    srv.add_argument("--tls-cert", type=Path, metavar="PEM", help="certificate chain (TLS)")
+    srv.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    srv.add_argument(
+        "--tls-client-ca", type=Path, metavar="PEM", help="require client certificates (mTLS)"
+    )
+    srv.add_argument("--liveness-path", default="/healthz", help="HTTP liveness probe path")
+    srv.add_argument("--readiness-path", default="/readyz", help="HTTP readiness probe path")
 
 
 if __name__ == "__main__":

@@ -198,14 +198,22 @@ class GrpcServer:
         reflection: bool = True,
         health: bool = True,
         options: Sequence[tuple[str, Any]] = (),
+        reuse_port: bool = False,
+        credentials: Any = None,
+        health_servicer: Any = None,
     ) -> None:
         self.services = list(services)
         self.max_message_size = max_message_size
         self.reflection = reflection
         self.health = health
         self.options = list(options)
+        #: Let other worker processes bind the same port (``SO_REUSEPORT``).
+        self.reuse_port = reuse_port
+        #: ``grpc.ssl_server_credentials(...)`` for TLS (see ``rpckit.serving.tls``); None: plain.
+        self.credentials = credentials
         self._server: grpc.aio.Server | None = None
-        self._health: Any = None
+        #: The ``grpc_health`` aio servicer; pass one to share it (the HTTP probes read it).
+        self._health: Any = health_servicer
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -219,14 +227,15 @@ class GrpcServer:
         options = [
             ("grpc.max_send_message_length", self.max_message_size),
             ("grpc.max_receive_message_length", self.max_message_size),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *self.options,
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([generic_handler(s) for s in self.services])
         names = [s.spec().name for s in self.services]
         if self.health:
-            self._health = health_aio.HealthServicer()
+            if self._health is None:
+                self._health = health_aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             for name in ["", *names]:
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -235,7 +244,10 @@ class GrpcServer:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
         try:
-            port = server.add_insecure_port(address)
+            if self.credentials is not None:
+                port = server.add_secure_port(address, self.credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:  # grpcio raises (or, in older releases, returns 0) on failure
             port = 0
         if port == 0:

@@ -1,20 +1,85 @@
-"""Runs the bridge on uvicorn inside an existing event loop (beside the gRPC server)."""
+"""Runs the bridge on uvicorn or granian inside an existing event loop (beside the gRPC server).
+
+Both servers listen with ``TCP_NODELAY`` on accepted sockets, can share their port with other
+worker processes (``SO_REUSEPORT``) and serve TLS, optionally requiring client certificates.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
+import ssl
 from collections.abc import Generator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import uvicorn
 
-__all__ = ["HttpServer"]
+__all__ = [
+    "SERVERS",
+    "GranianServer",
+    "HttpServer",
+    "HttpTls",
+    "ServerKind",
+    "bind_tcp",
+    "create_http_server",
+    "split_address",
+]
 
-#: Seconds uvicorn waits after rpckit's own drain before it cancels what is left.
+log = logging.getLogger("rpckit.http")
+
+#: Seconds the HTTP server waits after rpckit's own drain before it cancels what is left.
 DRAIN_MARGIN = 2
+
+ServerKind = Literal["uvicorn", "granian"]
+#: The HTTP servers ``rpckit serve --server`` can run.
+SERVERS: tuple[ServerKind, ...] = ("uvicorn", "granian")
+
+
+@dataclass(frozen=True)
+class HttpTls:
+    """PEM files for HTTPS; with ``client_ca`` every client must present a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``; an empty host is loopback) as ``(host, port)``."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise OSError(f"expected HOST:PORT, got {address!r}") from None
+
+
+def bind_tcp(address: str, *, reuse_port: bool = False, what: str = "HTTP") -> socket.socket:
+    """A TCP socket bound to ``address`` (not listening yet).
+
+    The protocol is ``IPPROTO_TCP`` explicitly: asyncio sets ``TCP_NODELAY`` only on sockets
+    whose ``proto`` says TCP, and accepted sockets inherit it. With proto 0, every response
+    written in two parts waits for the client's delayed ACK (~40 ms per keep-alive call).
+    ``reuse_port`` lets other worker processes bind the same port (the kernel balances
+    connections between the listeners).
+    """
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"could not bind {what} server to {address}: {exc.strerror}") from None
+    return sock
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -25,13 +90,35 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class HttpServer:
-    """uvicorn serving an ASGI app on a socket it binds itself (port 0 picks a free port)."""
+def _drain_event(app: Any, drain: asyncio.Event | None) -> asyncio.Event | None:
+    if drain is not None:
+        return drain
+    found: asyncio.Event | None = getattr(getattr(app, "state", None), "rpckit_drain", None)
+    return found
 
-    def __init__(self, app: Any, *, grace: float = 5.0, log_level: str = "warning") -> None:
+
+class HttpServer:
+    """uvicorn serving an ASGI app on a socket it binds itself (port 0 picks a free port).
+
+    uvicorn uses httptools when it is installed (``rpckit[fast]``) and h11 otherwise.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        grace: float = 5.0,
+        log_level: str = "warning",
+        reuse_port: bool = False,
+        tls: HttpTls | None = None,
+        drain: asyncio.Event | None = None,
+    ) -> None:
         self.app = app
         self.grace = grace
         self.log_level = log_level
+        self.reuse_port = reuse_port
+        self.tls = tls
+        self.drain = _drain_event(app, drain)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         #: The listening sockets, once started.
@@ -39,20 +126,9 @@ class HttpServer:
 
     async def start(self, address: str) -> int:
         """Bind ``host:port``, start serving in the background; returns the bound port."""
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose ``proto`` says
-        # TCP, and accepted sockets inherit it. With proto 0, every response written in two
-        # parts waits for the client's delayed ACK (~40 ms per keep-alive call).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, int(port)))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"could not bind HTTP server to {address}: {exc.strerror}") from None
+        sock = bind_tcp(address, reuse_port=self.reuse_port)
         self.sockets = [sock]
+        tls = self.tls
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -61,6 +137,10 @@ class HttpServer:
             # uvicorn's own hard stop only comes after that, as a backstop.
             timeout_graceful_shutdown=math.ceil(self.grace) + DRAIN_MARGIN,
             access_log=False,
+            ssl_certfile=tls.cert if tls else None,
+            ssl_keyfile=tls.key if tls else None,
+            ssl_ca_certs=tls.client_ca if tls else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -78,14 +158,122 @@ class HttpServer:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
-        drain: asyncio.Event | None = getattr(
-            getattr(self.app, "state", None), "rpckit_drain", None
-        )
         timer = None
-        if drain is not None:
-            timer = asyncio.get_running_loop().call_later(self.grace, drain.set)
+        if self.drain is not None:
+            timer = asyncio.get_running_loop().call_later(self.grace, self.drain.set)
         try:
             await self._task
         finally:
             if timer is not None:
                 timer.cancel()
+
+
+class GranianServer:
+    """granian (embedded, ASGI) in the running loop: its Rust side parses HTTP and offers
+    ``http.response.pathsend``, so files go out without Python touching their bytes.
+
+    granian binds its own listener with ``SO_REUSEPORT``; for port 0 a placeholder socket
+    (bound, never listening) picks the port and holds it while the server runs.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        grace: float = 5.0,
+        log_level: str = "warning",
+        tls: HttpTls | None = None,
+        drain: asyncio.Event | None = None,
+    ) -> None:
+        self.app = app
+        self.grace = grace
+        self.log_level = log_level
+        self.tls = tls
+        self.drain = _drain_event(app, drain)
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._placeholder: socket.socket | None = None
+
+    async def start(self, address: str) -> int:
+        """Bind ``host:port`` and start serving in the background; returns the bound port."""
+        from granian.constants import Interfaces
+        from granian.log import LogLevels
+        from granian.server.embed import Server
+
+        placeholder = bind_tcp(address, reuse_port=True)
+        self._placeholder = placeholder
+        host, port = placeholder.getsockname()[:2]
+        tls = self.tls
+        level = self.log_level.lower()
+        self._server = Server(
+            self.app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGINL,
+            log_enabled=level in ("debug", "info"),
+            log_level=LogLevels(level) if level in ("debug", "info") else LogLevels.warning,
+            ssl_cert=tls.cert if tls else None,
+            ssl_key=tls.key if tls else None,
+            ssl_ca=tls.client_ca if tls else None,
+            ssl_client_verify=bool(tls and tls.client_ca),
+        )
+        self._task = asyncio.create_task(self._server.serve())
+        await _wait_listening(host, port, self._task, address)
+        return int(port)
+
+    async def stop(self) -> None:
+        """Stop accepting; in-flight calls get the grace period, then rpckit ends them."""
+        if self._server is None or self._task is None:
+            return
+        self._server.signal_handler_interrupt()
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.grace, self.drain.set) if self.drain is not None else None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.grace + DRAIN_MARGIN)
+        except TimeoutError:
+            log.warning("granian did not stop within the grace period; cancelling")
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._placeholder is not None:
+                self._placeholder.close()
+
+
+async def _wait_listening(host: str, port: int, task: asyncio.Task[None], address: str) -> None:
+    """Return once ``host:port`` accepts connections (granian signals no readiness itself)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        if task.done():
+            task.result()
+            raise OSError(f"HTTP server on {address} stopped while starting")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        if loop.time() > deadline:
+            raise OSError(f"HTTP server on {address} did not start listening")
+        await asyncio.sleep(0.02)
+
+
+def create_http_server(
+    kind: ServerKind,
+    app: Any,
+    *,
+    grace: float = 5.0,
+    log_level: str = "warning",
+    reuse_port: bool = False,
+    tls: HttpTls | None = None,
+    drain: asyncio.Event | None = None,
+) -> HttpServer | GranianServer:
+    """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
+    if kind == "granian":
+        return GranianServer(app, grace=grace, log_level=log_level, tls=tls, drain=drain)
+    return HttpServer(
+        app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, drain=drain
+    )

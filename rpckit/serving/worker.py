@@ -1,0 +1,126 @@
+"""One serving process: the gRPC server and the HTTP bridge in one event loop, drained as one.
+
+uvloop runs the loop when it is installed (``rpckit[fast]``). SIGINT or SIGTERM starts the
+drain: readiness turns false at once, the listeners stay open for ``drain_delay`` seconds
+(so a load balancer sees it and stops sending), then in-flight calls get ``grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from rpckit.service import Service
+from rpckit.serving.options import ServeOptions
+
+__all__ = ["event_loop_factory", "run_process", "serve_process"]
+
+log = logging.getLogger("rpckit")
+
+#: Which side listens where: ``{"gRPC": port, "HTTP": port}``.
+Ports = dict[str, int]
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when installed, else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_process(
+    services: list[Service],
+    options: ServeOptions,
+    *,
+    reuse_port: bool = False,
+    on_ready: Callable[[Ports], None] = lambda ports: None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then drain (blocking; runs its own event loop)."""
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=event_loop_factory()) as runner,
+    ):
+        runner.run(serve_process(services, options, reuse_port=reuse_port, on_ready=on_ready))
+
+
+async def serve_process(
+    services: list[Service],
+    options: ServeOptions,
+    *,
+    reuse_port: bool = False,
+    on_ready: Callable[[Ports], None] = lambda ports: None,
+) -> None:
+    """Start the transports ``options`` name, call ``on_ready``, serve until a signal, drain."""
+    from grpc_health.v1 import _async as health_aio
+    from grpc_health.v1 import health_pb2
+
+    from rpckit.grpc import GrpcServer
+    from rpckit.http import Cors, create_app
+    from rpckit.http.health import HealthProbes, HealthState
+    from rpckit.http.serve import create_http_server
+    from rpckit.serving.tls import grpc_credentials
+
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signalled.set)
+
+    servicer: Any = health_aio.HealthServicer()
+    for name in ["", *(s.spec().name for s in services)]:
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health = HealthState(servicer)
+    tls = options.tls
+
+    grpc_server = None
+    if options.grpc:
+        grpc_server = GrpcServer(
+            services,
+            reuse_port=reuse_port,
+            credentials=grpc_credentials(tls) if tls is not None else None,
+            health_servicer=servicer,
+        )
+    http_server = None
+    if options.http:
+        cors = Cors(origins=options.cors_origins) if options.cors_origins else None
+        bridge = create_app(services, static=options.static, cors=cors)
+        app = HealthProbes(
+            bridge,
+            health,
+            liveness_path=options.liveness_path,
+            readiness_path=options.readiness_path,
+        )
+        http_server = create_http_server(
+            options.server,
+            app,
+            grace=options.grace,
+            log_level="warning",
+            reuse_port=reuse_port,
+            tls=tls,
+            drain=bridge.state.rpckit_drain,
+        )
+    try:
+        ports: Ports = {}
+        if grpc_server is not None and options.grpc:
+            ports["gRPC"] = await grpc_server.start(options.grpc)
+        if http_server is not None and options.http:
+            ports["HTTP"] = await http_server.start(options.http)
+        on_ready(ports)
+        await signalled.wait()
+        log.info("draining (delay %.1fs, grace %.1fs)", options.drain_delay, options.grace)
+        await health.start_drain()
+        if options.drain_delay > 0:
+            signalled.clear()  # a second signal ends the delay early
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signalled.wait(), options.drain_delay)
+    finally:
+        await asyncio.gather(
+            *(s.stop(options.grace) for s in [grpc_server] if s is not None),
+            *(s.stop() for s in [http_server] if s is not None),
+        )
