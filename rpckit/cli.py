@@ -78,19 +78,40 @@ def _announce(name: str, address: str, port: int | None) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from rpckit.codegen import run_protoc
+    from rpckit.codegen.protoc import ProtocError, bundled_include_paths, import_clashes
 
     proto_paths = [Path(p) for p in args.proto_path]
     protos: list[str] = list(args.protos)
     if not protos:
+        # Only the user's own files: a vendored copy of an installed proto (google/api/...)
+        # is left to the installed package, whose module it would otherwise shadow.
+        installed = bundled_include_paths()[:2]
         for root in proto_paths:
-            protos += sorted(str(p.relative_to(root)) for p in root.rglob("*.proto"))
+            found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.proto"))
+            protos += [p for p in found if not any((d / p).is_file() for d in installed)]
     if not protos:
         print("rpckit generate: no .proto files found", file=sys.stderr)
         return 1
-    written = run_protoc(
-        protos, proto_paths=proto_paths, out=Path(args.out), grpc_python=args.grpc_python
-    )
+    out = Path(args.out)
+    try:
+        written = run_protoc(protos, proto_paths=proto_paths, out=out, grpc_python=args.grpc_python)
+    except ProtocError:
+        return 1  # protoc has printed its diagnostics
+    except ValueError as exc:
+        print(f"rpckit generate: {exc}", file=sys.stderr)
+        return 1
     for path in written:
+        print(path)
+    for warning in import_clashes(written, out):
+        print(f"rpckit generate: {warning}", file=sys.stderr)
+    return 0
+
+
+def _protos_path(args: argparse.Namespace) -> int:
+    from rpckit.codegen.protoc import bundled_include_paths, link_includes
+
+    paths = link_includes(Path(args.link)) if args.link else bundled_include_paths()
+    for path in paths:
         print(path)
     return 0
 
@@ -106,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--out", default=".", help="output directory (default: .)")
     gen.add_argument(
         "--grpc-python", action="store_true", help="also write grpcio's *_pb2_grpc.py stubs"
+    )
+    inc = commands.add_parser(
+        "protos-path", help="print the include dirs of google/api, google/protobuf and rpckit"
+    )
+    inc.add_argument(
+        "--link", metavar="DIR", help="symlink google/* and rpckit protos into DIR (for buf)"
     )
 
     srv = commands.add_parser("serve", help="serve MODULE:ATTR on gRPC and/or HTTP/1.1")
@@ -130,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
         args.proto_path = args.proto_path or ["protos"]
         return _generate(args)
+    if args.command == "protos-path":
+        if extra:
+            parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        return _protos_path(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not args.grpc and not args.http:
         parser.error("serve needs --grpc HOST:PORT and/or --http HOST:PORT")

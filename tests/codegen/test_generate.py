@@ -128,11 +128,15 @@ def test_service_base_is_abstract() -> None:
 
 
 def test_cli_generate(tmp_path: Path) -> None:
+    """Every file written is listed, grpcio stubs included, and no ``__init__.py`` is made."""
     result = subprocess.run(
         [sys.executable, "-m", "rpckit", "generate", "--out", str(tmp_path), "--grpc-python"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "examples/streams/v1/streams_rpckit.py").is_file()
-    assert (tmp_path / "examples/streams/v1/streams_pb2_grpc.py").is_file()
-    assert (tmp_path / "examples/streams/v1/__init__.py").is_file()
+    listed = sorted(Path(line).relative_to(tmp_path).as_posix() for line in result.stdout.split())
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert listed == on_disk
+    assert "examples/streams/v1/streams_rpckit.py" in listed
+    assert "examples/streams/v1/streams_pb2_grpc.py" in listed
+    assert not [name for name in listed if name.endswith("__init__.py")]
