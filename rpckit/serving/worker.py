@@ -111,6 +111,7 @@ async def serve_process(
             ports["gRPC"] = await grpc_server.start(options.grpc)
         if http_server is not None and options.http:
             ports["HTTP"] = await http_server.start(options.http)
+        log.info("event loop %s, HTTP server %s", _loop_name(loop), _http_name(options))
         on_ready(ports)
         await signalled.wait()
         log.info("draining (delay %.1fs, grace %.1fs)", options.drain_delay, options.grace)
@@ -124,3 +125,17 @@ async def serve_process(
             *(s.stop(options.grace) for s in [grpc_server] if s is not None),
             *(s.stop() for s in [http_server] if s is not None),
         )
+
+
+def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def _http_name(options: ServeOptions) -> str:
+    if options.server != "uvicorn":
+        return options.server
+    try:
+        import httptools  # noqa: F401 - uvicorn's "auto" picks it when installed
+    except ImportError:
+        return "uvicorn (h11)"
+    return "uvicorn (httptools)"
