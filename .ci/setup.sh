@@ -18,6 +18,17 @@ if [ "${RPCKIT_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; the
     echo "setup: the browser tests need Debian's chromium (apt-get install chromium)" >&2
   fi
 fi
+# Debian's nginx for the reverse-proxy tests (tests/serving/test_nginx.py) and bench/files.py,
+# and wrk for bench/unary.py.
+for tool in nginx wrk; do
+  if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+    else
+      echo "setup: the serving tests and benchmarks need Debian's $tool (apt-get install $tool)" >&2
+    fi
+  fi
+done
 # Node and npm: installed with apt when missing (as root); returns 1 when they cannot be.
 ensure_node() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
