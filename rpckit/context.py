@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
-__all__ = ["Context"]
+__all__ = ["CallStats", "Context"]
+
+#: ``set_response_compression`` has not been called: the transport negotiates as usual.
+DEFAULT_COMPRESSION = "default"
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What went through one call: counted by the call runner and the transport adapter."""
+
+    started: float = field(default_factory=time.monotonic)
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+async def _no_headers() -> None:
+    return None
 
 
 class Context:
-    """Request metadata, peer and deadline in; response headers and trailers out.
+    """Request metadata, peer and deadline in; response headers, trailers and compression out.
 
-    Transports create it and enforce the deadline; ``cancelled`` turns true once the client
-    is gone or the deadline has passed, and ``wait_cancelled()`` returns once the transport
-    has noticed either.
+    The call runner enforces the deadline; ``cancelled`` turns true once the client is gone
+    or the deadline has passed, and ``wait_cancelled()`` returns once either is noticed.
+    ``transport`` is ``"grpc"`` or ``"http"``; ``dialect`` says which protocol the HTTP
+    bridge spoke (``"grpc"``, ``"connect"``, ``"plain"``).
     """
 
     def __init__(
@@ -25,18 +46,32 @@ class Context:
         method: MethodSpec[Any, Any],
         *,
         transport: str,
+        dialect: str | None = None,
         request_headers: Metadata | None = None,
         peer: str = "",
         deadline: float | None = None,
+        request_compression: str | None = None,
     ) -> None:
         self.method = method
         self.transport = transport
+        self.dialect = dialect or transport
         self.request_headers = request_headers if request_headers is not None else Metadata()
         self.peer = peer
         #: When the call times out, in ``time.monotonic()`` seconds; None without a deadline.
         self.deadline = deadline
+        #: The compression the request arrived with (``gzip``...), None when uncompressed.
+        self.request_compression = request_compression
         self.response_headers = Metadata()
         self.response_trailers = Metadata()
+        #: Set by an authentication interceptor: who is calling (any object it chooses).
+        self.principal: Any = None
+        #: Scratch space for interceptors, keyed by whatever each chooses.
+        self.state: dict[Any, Any] = {}
+        self.stats = CallStats()
+        self._response_compression: str | None = DEFAULT_COMPRESSION
+        self._compress_next = True
+        self._headers_sent = False
+        self._header_sender: Callable[[], Awaitable[None]] = _no_headers
         self._cancelled: asyncio.Event | None = None
         self._is_cancelled = False
 
@@ -50,6 +85,51 @@ class Context:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - time.monotonic())
+
+    # --- response headers and compression ----------------------------------------------------
+
+    @property
+    def headers_sent(self) -> bool:
+        """True once the response headers have gone out; later changes to them are ignored."""
+        return self._headers_sent
+
+    async def send_headers(self) -> None:
+        """Send ``response_headers`` now, before the first message (a no-op once sent)."""
+        if not self._headers_sent:
+            await self._header_sender()
+
+    def set_response_compression(self, name: str | None) -> None:
+        """Compress the response with ``name`` (``gzip``...), or not at all with None.
+
+        Without a call the transport chooses from what the client accepts. A name the
+        transport or client does not support leaves the response uncompressed.
+        """
+        self._response_compression = "identity" if name is None else name
+
+    @property
+    def response_compression(self) -> str | None:
+        """The compression chosen by ``set_response_compression``; None if not chosen."""
+        value = self._response_compression
+        return None if value == DEFAULT_COMPRESSION else value
+
+    def disable_next_message_compression(self) -> None:
+        """Send the next response message uncompressed (streams; gRPC and Connect)."""
+        self._compress_next = False
+
+    def take_compress_next(self) -> bool:
+        """For transports: whether to compress the message being sent now (resets the flag)."""
+        compress, self._compress_next = self._compress_next, True
+        return compress
+
+    def bind_header_sender(self, sender: Callable[[], Awaitable[None]]) -> None:
+        """For transports: what ``send_headers()`` does on this call."""
+        self._header_sender = sender
+
+    def mark_headers_sent(self) -> None:
+        """For transports: the response headers are on the wire."""
+        self._headers_sent = True
+
+    # --- cancellation ------------------------------------------------------------------------
 
     @property
     def cancelled(self) -> bool:
@@ -67,7 +147,7 @@ class Context:
         await self._cancelled.wait()
 
     def cancel(self) -> None:
-        """Mark the call cancelled; transports call this when the client goes away."""
+        """Mark the call cancelled; the runner calls this when the client goes away."""
         self._is_cancelled = True
         if self._cancelled is not None:
             self._cancelled.set()

@@ -8,10 +8,10 @@ transport uses these adapters, so one handler sees the same types everywhere.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from google.api.httpbody_pb2 import HttpBody
-from google.protobuf.message import Message
 
 from rpckit.errors import Code, RpcError
 from rpckit.files import content_disposition, parse_content_disposition, sanitize_filename
@@ -52,7 +52,9 @@ def upload_headers(filename: str | None, size: int | None) -> list[tuple[str, st
 
 
 def encode_stream(method: MethodSpec[Any, Any], stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The messages a handler's stream stands for: str becomes Text, bytes Bytes or HttpBody."""
+    """The messages a handler's stream stands for: str becomes Text, bytes Bytes or HttpBody.
+
+    ``Event`` wrappers are kept (with the converted message inside) for SSE."""
     if method.output is Text:
         return _texts(stream)
     if method.output is Bytes:
@@ -63,26 +65,32 @@ def encode_stream(method: MethodSpec[Any, Any], stream: AsyncIterator[Any]) -> A
     return stream  # items may still be Events: transports unwrap them inline (hot path)
 
 
-async def _texts(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
+async def _texts(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for item in stream:
         if type(item) is Event:
-            item = item.data
-        yield Text(text=item) if isinstance(item, str) else item
+            if isinstance(item.data, str):
+                item = replace(item, data=Text(text=item.data))
+        elif isinstance(item, str):
+            item = Text(text=item)
+        yield item
 
 
-async def _bytes(stream: AsyncIterator[Any]) -> AsyncIterator[Message]:
+async def _bytes(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for item in stream:
         if type(item) is Event:
-            item = item.data
-        yield Bytes(data=bytes(item)) if isinstance(item, bytes | bytearray | memoryview) else item
+            if isinstance(item.data, bytes | bytearray | memoryview):
+                item = replace(item, data=Bytes(data=bytes(item.data)))
+        elif isinstance(item, bytes | bytearray | memoryview):
+            item = Bytes(data=bytes(item))
+        yield item
 
 
-async def _bodies(stream: AsyncIterator[Any], content_type: str) -> AsyncIterator[Message]:
+async def _bodies(stream: AsyncIterator[Any], content_type: str) -> AsyncIterator[Any]:
     async for item in stream:
-        if type(item) is Event:
-            item = item.data
-        if isinstance(item, bytes | bytearray | memoryview):
-            item = HttpBody(content_type=content_type, data=bytes(item))
+        data = item.data if type(item) is Event else item
+        if isinstance(data, bytes | bytearray | memoryview):
+            data = HttpBody(content_type=content_type, data=bytes(data))
+            item = replace(item, data=data) if type(item) is Event else data
         content_type = ""  # the content type rides on the first chunk only
         yield item
 

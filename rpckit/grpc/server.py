@@ -1,8 +1,9 @@
 """Serves rpckit services with grpc.aio: one generic handler per service.
 
-Each RPC gets a ``Context``; ``RpcError`` becomes its gRPC status (details in
-``grpc-status-details-bin``); any other exception becomes ``internal`` with no traceback on
-the wire. grpcio cancels the handler task when the client leaves or the deadline passes.
+Each RPC is an adapter on the call runner (``rpckit.call``): grpcio decodes, the runner
+owns the lifecycle, and ``_GrpcResponder`` writes headers, messages and the final status
+(``RpcError`` details in ``grpc-status-details-bin``). grpcio cancels the handler task
+when the client leaves or the deadline passes.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
-from rpckit.errors import Code, RpcError
+from rpckit.errors import RpcError
 from rpckit.grpc.status import (
     STATUS_DETAILS_KEY,
     from_grpc_metadata,
@@ -27,10 +29,10 @@ from rpckit.grpc.status import (
     status_details,
     to_grpc_metadata,
 )
+from rpckit.interceptors import Interceptor
 from rpckit.metadata import Metadata
-from rpckit.service import MethodKind, MethodSpec, Service, resolve_stream
-from rpckit.streams import Event, aclose
-from rpckit.wellknown import adapt_requests, encode_stream, file_headers
+from rpckit.service import MethodKind, MethodSpec, Service
+from rpckit.streams import Event
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
 
@@ -38,7 +40,13 @@ log = logging.getLogger("rpckit.grpc")
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 _NO_DEADLINE = 1e8  # grpcio reports a huge time_remaining() when there is no deadline
-_END: Any = object()
+#: Seconds grpcio waits after rpckit's own drain before it cancels what is left.
+DRAIN_MARGIN = 1.0
+_COMPRESSIONS = {
+    "identity": grpc.Compression.NoCompression,
+    "gzip": grpc.Compression.Gzip,
+    "deflate": grpc.Compression.Deflate,
+}
 
 Handler = Callable[..., Any]
 ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
@@ -47,139 +55,120 @@ ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
 def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
     now = time.monotonic()  # read first, so the deadline is never later than grpcio's
     remaining = context.time_remaining()
+    headers = from_grpc_metadata(context.invocation_metadata())
     ctx = Context(
         method,
         transport="grpc",
-        request_headers=from_grpc_metadata(context.invocation_metadata()),
+        request_headers=headers,
         peer=context.peer(),
         deadline=now + remaining if remaining is not None and remaining < _NO_DEADLINE else None,
+        request_compression=_request_compression(headers),
     )
-    context.add_done_callback(lambda done: ctx.cancel() if done.cancelled() else None)
+    ctx.stats.started = now
     return ctx
 
 
-async def _send_headers(context: ServicerContext, ctx: Context) -> None:
-    if ctx.response_headers:
-        await context.send_initial_metadata(to_grpc_metadata(ctx.response_headers))
+def _request_compression(headers: Metadata) -> str | None:
+    name = headers.get("grpc-encoding")
+    return None if name in (None, "identity") else name
 
 
-def _set_trailers(context: ServicerContext, ctx: Context) -> None:
-    if ctx.response_trailers:
-        context.set_trailing_metadata(to_grpc_metadata(ctx.response_trailers))
+class _GrpcResponder:
+    """Writes one call's answer through grpcio's servicer context."""
+
+    __slots__ = ("context", "response", "streaming")
+
+    def __init__(self, context: ServicerContext, streaming: bool) -> None:
+        self.context = context
+        self.streaming = streaming
+        self.response: Any = None
+
+    async def send_headers(self, ctx: Context) -> None:
+        if ctx.headers_sent:
+            return
+        ctx.mark_headers_sent()
+        chosen = ctx.response_compression
+        if chosen is not None:
+            algorithm = _COMPRESSIONS.get(chosen)
+            if algorithm is None:
+                log.warning("%s: gRPC cannot compress with %r", ctx.method.path, chosen)
+            else:
+                self.context.set_compression(algorithm)
+        if ctx.response_headers:
+            await self.context.send_initial_metadata(to_grpc_metadata(ctx.response_headers))
+
+    async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
+        return False
+
+    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+        if not self.streaming:
+            self.response = message
+            return
+        if not ctx.headers_sent:
+            await self.send_headers(ctx)
+        if not ctx.take_compress_next():
+            self.context.disable_next_message_compression()
+        await self.context.write(message)
+
+    async def finish(self, ctx: Context, error: RpcError | None) -> None:
+        # Headers a handler set before failing still go out (grpc's echo_metadata_with_status).
+        await self.send_headers(ctx)
+        if error is None:
+            if ctx.response_trailers:
+                self.context.set_trailing_metadata(to_grpc_metadata(ctx.response_trailers))
+            return
+        trailers = Metadata(ctx.response_trailers)
+        trailers.extend(error.metadata)
+        details = status_details(error)
+        if details is not None:
+            trailers.add(STATUS_DETAILS_KEY, details)
+        self.response = None
+        self.context.set_trailing_metadata(to_grpc_metadata(trailers))
+        self.context.set_code(grpc_code(error.code))
+        self.context.set_details(error.message)
 
 
-async def _fail(context: ServicerContext, ctx: Context, exc: Exception) -> NoReturn:
-    """End the call with the status an exception stands for."""
-    if isinstance(exc, RpcError):
-        error = exc
-    else:
-        log.exception("%s failed", ctx.method.path)
-        error = RpcError(Code.INTERNAL, "internal error")
-    trailers = Metadata(ctx.response_trailers)
-    trailers.extend(error.metadata)
-    details = status_details(error)
-    if details is not None:
-        trailers.add(STATUS_DETAILS_KEY, details)
-    await context.abort(grpc_code(error.code), error.message, to_grpc_metadata(trailers))
-    raise AssertionError("abort() returned")  # pragma: no cover
+async def _requests(
+    requests: AsyncIterator[Any], context: ServicerContext, ctx: Context
+) -> AsyncIterator[Any]:
+    """The request stream, which raises (never just ends) when the call was cut short."""
+    stats = ctx.stats
+    async for message in requests:
+        stats.messages_in += 1
+        yield message
+    if context.cancelled() or context.done():
+        raise ClientGone
 
 
-def _unary(method: MethodSpec[Any, Any], fn: Handler) -> Handler:
-    async def unary(request: Any, context: ServicerContext) -> Any:
-        ctx = _context(method, context)
-        try:
-            response = await fn(request, ctx)
-        except asyncio.CancelledError:
-            ctx.cancel()
-            raise
-        except Exception as exc:
-            await _fail(context, ctx, exc)
-        await _send_headers(context, ctx)
-        _set_trailers(context, ctx)
-        return response
-
-    return unary
-
-
-def _client_stream(method: MethodSpec[Any, Any], fn: Handler) -> Handler:
-    async def client_stream(requests: AsyncIterable[Any], context: ServicerContext) -> Any:
-        ctx = _context(method, context)
-        adapted: object = None
-        try:
-            adapted = await adapt_requests(method, requests, ctx.request_headers)
-            response = await fn(adapted, ctx)
-        except asyncio.CancelledError:
-            ctx.cancel()
-            raise
-        except Exception as exc:
-            await _fail(context, ctx, exc)
-        finally:
-            await aclose(adapted)
-        await _send_headers(context, ctx)
-        _set_trailers(context, ctx)
-        return response
-
-    return client_stream
-
-
-def _server_stream(method: MethodSpec[Any, Any], fn: Handler) -> Handler:
-    async def server_stream(request: Any, context: ServicerContext) -> None:
-        ctx = _context(method, context)
-        adapted: object = None
-        stream: AsyncIterator[Any] | None = None
-        messages: AsyncIterator[Any] | None = None
-        try:
-            if method.kind is MethodKind.BIDI_STREAM:
-                adapted = await adapt_requests(method, request, ctx.request_headers)
-                request = adapted
-            stream = await resolve_stream(fn(request, ctx))
-            ctx.response_headers.extend(file_headers(stream))
-            messages = encode_stream(method, stream)
-            first = await anext(messages, _END)
-            await _send_headers(context, ctx)
-            if first is not _END:
-                await context.write(first.data if type(first) is Event else first)
-                async for message in messages:
-                    await context.write(message.data if type(message) is Event else message)
-        except asyncio.CancelledError:
-            ctx.cancel()
-            raise
-        except Exception as exc:
-            await _fail(context, ctx, exc)
-        finally:
-            await aclose(messages)
-            await aclose(stream)
-            await aclose(adapted)
-        _set_trailers(context, ctx)
-
-    return server_stream
-
-
-def _method_handler(method: MethodSpec[Any, Any], fn: Handler) -> Any:
+def _method_handler(method: MethodSpec[Any, Any], fn: Handler, runner: CallRunner) -> Any:
     serialize: Callable[[Any], bytes] = method.output.SerializeToString
     deserialize: Callable[[bytes], Any] = method.input.FromString
+    streaming = method.kind.server_streams
+
+    async def call(request: Any, context: ServicerContext) -> Any:
+        ctx = _context(method, context)
+        if method.kind.client_streams:
+            request = _requests(request, context, ctx)
+        responder = _GrpcResponder(context, streaming)
+        await runner.run(ctx, fn, request, responder, owns_task=False)
+        return responder.response
+
     if method.kind is MethodKind.UNARY:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary(method, fn), request_deserializer=deserialize, response_serializer=serialize
-        )
-    if method.kind is MethodKind.CLIENT_STREAM:
-        return grpc.stream_unary_rpc_method_handler(
-            _client_stream(method, fn),
-            request_deserializer=deserialize,
-            response_serializer=serialize,
-        )
-    make = grpc.unary_stream_rpc_method_handler
-    if method.kind is MethodKind.BIDI_STREAM:
+        make = grpc.unary_unary_rpc_method_handler
+    elif method.kind is MethodKind.CLIENT_STREAM:
+        make = grpc.stream_unary_rpc_method_handler
+    elif method.kind is MethodKind.SERVER_STREAM:
+        make = grpc.unary_stream_rpc_method_handler
+    else:
         make = grpc.stream_stream_rpc_method_handler
-    return make(
-        _server_stream(method, fn), request_deserializer=deserialize, response_serializer=serialize
-    )
+    return make(call, request_deserializer=deserialize, response_serializer=serialize)
 
 
-def generic_handler(service: Service) -> Any:
-    """A grpcio handler that serves every method of ``service``."""
+def generic_handler(service: Service, runner: CallRunner | None = None) -> Any:
+    """A grpcio handler that serves every method of ``service`` through ``runner``."""
+    runner = runner if runner is not None else CallRunner()
     spec = service.spec()
-    handlers = {method.name: _method_handler(method, fn) for method, fn in service.bind()}
+    handlers = {method.name: _method_handler(method, fn, runner) for method, fn in service.bind()}
     return grpc.method_handlers_generic_handler(spec.name, handlers)
 
 
@@ -201,8 +190,11 @@ class GrpcServer:
         reuse_port: bool = False,
         credentials: Any = None,
         health_servicer: Any = None,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.services = list(services)
+        #: Runs every call: the interceptors, and the drain at shutdown.
+        self.runner = CallRunner(tuple(interceptors))
         self.max_message_size = max_message_size
         self.reflection = reflection
         self.health = health
@@ -231,7 +223,7 @@ class GrpcServer:
             *self.options,
         ]
         server = grpc.aio.server(options=options)
-        server.add_generic_rpc_handlers([generic_handler(s) for s in self.services])
+        server.add_generic_rpc_handlers([generic_handler(s, self.runner) for s in self.services])
         names = [s.spec().name for s in self.services]
         if self.health:
             if self._health is None:
@@ -262,7 +254,16 @@ class GrpcServer:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        if grace is None:
+            await self._server.stop(None)
+            return
+        # At the end of the grace period rpckit ends open calls with ``unavailable``; grpcio's
+        # own hard stop only comes after that, as a backstop.
+        timer = asyncio.get_running_loop().call_later(grace, self.runner.drain.set)
+        try:
+            await self._server.stop(grace + DRAIN_MARGIN if grace > 0 else 0)
+        finally:
+            timer.cancel()
 
     async def wait_for_termination(self) -> None:
         """Return once the server has stopped."""

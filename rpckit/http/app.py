@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from rpckit.call import CallRunner
 from rpckit.compression import CompressionRegistry, compressions
 from rpckit.encodings import EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
@@ -28,6 +29,7 @@ from rpckit.http.asgi import (
 from rpckit.http.connect_endpoint import ConnectEndpoint
 from rpckit.http.plain import PlainRoute, PlainRouter
 from rpckit.http.routes import PathTemplate
+from rpckit.interceptors import Interceptor
 from rpckit.service import Service
 
 __all__ = ["Cors", "create_app"]
@@ -79,13 +81,16 @@ def create_app(
     require_protocol_version: bool = False,
     cors: Cors | None = None,
     static: Path | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Starlette:
     """A Starlette app: Connect at ``/<package>.<Service>/<Method>`` for every method, and
     each method's ``google.api.http`` routes for plain fetch, EventSource and curl.
 
     ``static`` serves a directory (``index.html`` at ``/``) wherever no route matches;
-    ``cors`` lets pages on other origins call the bridge.
+    ``cors`` lets pages on other origins call the bridge; ``interceptors`` run around every
+    call (see ``rpckit.interceptors``).
     """
+    runner = CallRunner(tuple(interceptors))
     options = BridgeOptions(
         encodings=encodings,
         compressions=compressions,
@@ -96,14 +101,14 @@ def create_app(
     plain = []
     for service in services:
         for method, handler in service.bind():
-            connect.append(Route(method.path, ConnectEndpoint(method, handler, options)))
+            connect.append(Route(method.path, ConnectEndpoint(method, handler, options, runner)))
             for rule in method.http:
                 plain.append(PlainRoute(rule, PathTemplate.compile(rule.path), method, handler))
     files = StaticFiles(directory=static, html=True) if static is not None else None
-    fallback = _PlainDispatch(PlainRouter(plain, options), files)
+    fallback = _PlainDispatch(PlainRouter(plain, options, runner), files)
     middleware = [cors.middleware()] if cors is not None else []
     app = Starlette(routes=[*connect, Route("/{path:path}", fallback)], middleware=middleware)
-    app.state.rpckit_drain = options.drain  # set by the server at shutdown: see HttpServer
+    app.state.rpckit_drain = runner.drain  # set by the server at shutdown: see HttpServer
     return app
 
 

@@ -1,5 +1,5 @@
-"""ASGI plumbing both bridge dialects share: reading bodies, noticing disconnects,
-headers, JSON errors and deadlines."""
+"""ASGI plumbing every bridge dialect shares: reading bodies, noticing disconnects,
+headers and JSON errors."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rpckit.call import ClientGone
 from rpckit.compression import CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import EncodingRegistry, encodings
@@ -23,16 +24,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BridgeOptions",
     "ClientGone",
+    "DisconnectWatch",
     "Receive",
     "Scope",
     "Send",
     "body_chunks",
     "call_context",
-    "deadline",
-    "drained",
     "header_list",
     "read_body",
-    "run_until_disconnect",
     "send_error",
 ]
 
@@ -54,45 +53,22 @@ class BridgeOptions:
     compress_min_bytes: int = 1024
     #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
     require_protocol_version: bool = False
-    #: Set when the server shuts down: open calls end with ``unavailable`` (see ``drained``).
-    drain: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-#: The cancellation message that tells a call the server is draining, not the client gone.
-DRAIN = "rpckit: the server is shutting down"
-
-
-def drained(exc: asyncio.CancelledError) -> RpcError | None:
-    """The ``unavailable`` error a call ends with when ``exc`` is a drain, else None.
-
-    Call it in an ``except CancelledError`` block; on a drain it also takes the cancellation
-    back, so the call can still write its final record and complete its response.
-    """
-    if not exc.args or exc.args[0] != DRAIN:
-        return None
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-    return RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
 
 
 def call_context(
-    method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, transport: str
+    method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, dialect: str
 ) -> Context:
     """The handler's Context for an HTTP request: metadata, peer, Connect-Timeout-Ms deadline."""
     timeout = parse_timeout(headers.get("connect-timeout-ms"))
     client = scope.get("client")
     return Context(
         method,
-        transport=transport,
+        transport="http",
+        dialect=dialect,
         request_headers=request_metadata(headers),
         peer=f"{client[0]}:{client[1]}" if client else "",
         deadline=None if timeout is None else time.monotonic() + timeout,
     )
-
-
-class ClientGone(Exception):
-    """The client disconnected while the request was being read."""
 
 
 def header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes]]:
@@ -128,11 +104,6 @@ async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def send_error(
     send: Send, status: int, error: RpcError, headers: list[tuple[bytes, bytes]]
 ) -> None:
@@ -148,47 +119,38 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-@contextlib.asynccontextmanager
-async def deadline(ctx: Context) -> AsyncIterator[None]:
-    """Enforce the call's deadline: on expiry, cancel the work and fail with deadline_exceeded."""
-    remaining = ctx.time_remaining()
-    if remaining is None:
-        yield
-        return
-    try:
-        async with asyncio.timeout(remaining):
-            yield
-    except TimeoutError:
-        ctx.cancel()
-        raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
+class DisconnectWatch:
+    """Notices the client leaving once the request body has been read, and cancels the call.
 
-
-async def run_until_disconnect(
-    work: Coroutine[Any, Any, None], receive: Receive, ctx: Context, drain: asyncio.Event
-) -> None:
-    """Run ``work`` (which writes a response) until it ends or the client disconnects.
-
-    Only for requests whose body has been read: receive() then reports nothing but the
-    disconnect. A disconnect cancels the work and marks the call cancelled. ``drain`` being
-    set cancels it with ``DRAIN``, which the work answers by ending its response cleanly.
+    One task per call, started when the body is complete (``receive()`` then reports nothing
+    but the disconnect): the call's own task runs the handler; the runner answers the
+    cancellation by ending the call as ``cancelled``.
     """
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_wait_disconnect(receive))
-    draining = asyncio.ensure_future(drain.wait())
-    try:
-        await asyncio.wait([task, watch, draining], return_when=asyncio.FIRST_COMPLETED)
-        if draining.done() and not task.done():
-            task.cancel(DRAIN)
-            await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            ctx.cancel()
-            task.cancel()
-        watch.cancel()
-        draining.cancel()
-        for waited in (task, watch, draining):
-            with contextlib.suppress(asyncio.CancelledError):
-                await waited
+
+    __slots__ = ("_ctx", "_receive", "_target", "_task")
+
+    def __init__(self, receive: Receive, ctx: Context) -> None:
+        self._receive = receive
+        self._ctx = ctx
+        self._target = asyncio.current_task()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin watching (the body must have been read)."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._watch())
+
+    def stop(self) -> None:
+        """Stop watching: the call is over."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._ctx.cancel()
+        if self._target is not None:
+            self._target.cancel()
 
 
 class BodyWriter:

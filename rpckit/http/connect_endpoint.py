@@ -1,40 +1,37 @@
-"""Serves one RPC by the Connect protocol over HTTP/1.1, as a small ASGI app.
+"""Serves one RPC by the Connect protocol over HTTP/1.1: an adapter on the call runner.
 
 Unary calls take POST (and GET for ``NO_SIDE_EFFECTS`` methods); streams use 5-byte
 envelopes and end with an end-of-stream message carrying the status and trailers.
-Bidi streaming needs HTTP/2 and is answered with ``unimplemented``.
+Bidi streaming needs HTTP/2 and is answered with ``unimplemented``. The wire rules live in
+``rpckit.http.connect``; the call's lifecycle in ``rpckit.call``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from google.protobuf.message import Message
 
-from rpckit.compression import Compression, negotiate
+from rpckit.call import CallRunner
+from rpckit.compression import Compression, CompressionRegistry, negotiate
 from rpckit.context import Context
 from rpckit.encodings import Encoding, connect_codec
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
-    ClientGone,
+    DisconnectWatch,
     Receive,
     Scope,
     Send,
     body_chunks,
     call_context,
-    deadline,
-    drained,
     header_list,
     read_body,
-    run_until_disconnect,
     send_error,
 )
 from rpckit.http.connect import (
@@ -47,40 +44,45 @@ from rpckit.http.connect import (
     envelope,
 )
 from rpckit.metadata import Metadata
-from rpckit.service import Idempotency, MethodKind, MethodSpec, resolve_stream
-from rpckit.streams import Event, aclose
-from rpckit.wellknown import adapt_requests, encode_stream, file_headers
+from rpckit.service import Idempotency, MethodKind, MethodSpec
+from rpckit.streams import Event
 
 __all__ = ["ConnectEndpoint"]
 
 Handler = Callable[..., Any]
 
-log = logging.getLogger("rpckit.http")
-
 
 class ConnectEndpoint:
-    """The ASGI app for one method: parses the call, runs the handler, writes the answer."""
+    """The ASGI app for one method: parses the call and hands it to the runner."""
 
-    def __init__(self, method: MethodSpec[Any, Any], handler: Handler, options: BridgeOptions):
+    def __init__(
+        self,
+        method: MethodSpec[Any, Any],
+        handler: Handler,
+        options: BridgeOptions,
+        runner: CallRunner | None = None,
+    ) -> None:
         self.method = method
         self.handler = handler
         self.options = options
+        self.runner = runner if runner is not None else CallRunner()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Metadata(
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         )
         try:
-            if scope["method"] == "GET":
+            if scope["method"] == "POST":
+                if self.method.kind is MethodKind.UNARY:
+                    await self._post(scope, receive, send, headers)
+                else:
+                    await self._stream(scope, receive, send, headers)
+            elif scope["method"] == "GET":
                 await self._get(scope, receive, send, headers)
-            elif scope["method"] == "POST":
-                await self._post(scope, receive, send, headers)
             else:
                 raise _Reject(405, Code.UNIMPLEMENTED, "Connect calls use POST (or GET)")
         except _Reject as reject:
             await send_error(send, reject.status, reject.error, reject.headers)
-        except ClientGone:
-            return
 
     # --- request parsing -------------------------------------------------------------------
 
@@ -109,7 +111,7 @@ class ConnectEndpoint:
             )
         return compression
 
-    def _context(self, scope: Scope, headers: Metadata) -> Context:
+    def _context(self, scope: Scope, headers: Metadata, compression: str | None) -> Context:
         version = headers.get("connect-protocol-version")
         if version is not None and version != PROTOCOL_VERSION:
             raise RpcError(
@@ -117,7 +119,9 @@ class ConnectEndpoint:
             )
         if version is None and self.options.require_protocol_version:
             raise RpcError(Code.INVALID_ARGUMENT, "missing connect-protocol-version header")
-        return call_context(self.method, scope, headers, "connect")
+        ctx = call_context(self.method, scope, headers, "connect")
+        ctx.request_compression = None if compression in (None, "identity") else compression
+        return ctx
 
     def _decode(self, codec: Encoding, data: bytes, compression: Compression | None) -> Any:
         if compression is not None and data:
@@ -127,23 +131,29 @@ class ConnectEndpoint:
     # --- unary -----------------------------------------------------------------------------
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
-        if self.method.kind is not MethodKind.UNARY:
-            await self._stream(scope, receive, send, headers)
-            return
         codec = self._codec(headers.get("content-type"), streaming=False)
-        accept = headers.get("accept-encoding")
+        encoding = headers.get("content-encoding")
+        accept = headers.get("accept-encoding") or encoding
+        responder = _UnaryResponder(send, codec, accept, self.options)
         try:
-            ctx = self._context(scope, headers)
-            compression = self._compression(headers.get("content-encoding"))
-            body = await read_body(receive, self.options.max_message_size)
-            request = self._decode(codec, body, compression)
+            ctx = self._context(scope, headers, encoding)
+            compression = self._compression(encoding)
         except RpcError as error:
-            await self._unary_error(send, error, None, accept)
+            await responder.reject(error)
             return
-        accept = accept or headers.get("content-encoding")
-        await run_until_disconnect(
-            self._unary(send, codec, ctx, request, accept), receive, ctx, self.options.drain
-        )
+        watch = DisconnectWatch(receive, ctx)
+
+        async def read() -> Message:
+            body = await read_body(receive, self.options.max_message_size)
+            ctx.stats.bytes_in += len(body)
+            watch.start()
+            message: Message = self._decode(codec, body, compression)
+            return message
+
+        try:
+            await self.runner.run(ctx, self.handler, read, responder)
+        finally:
+            watch.stop()
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
         if (
@@ -159,10 +169,17 @@ class ConnectEndpoint:
         query = _query(scope)
         codec = self._codec(f"application/{query.get('encoding', '')}", streaming=False)
         accept = headers.get("accept-encoding") or query.get("compression")
+        responder = _UnaryResponder(send, codec, accept, self.options)
         try:
-            ctx = self._context(scope, headers)
+            ctx = self._context(scope, headers, query.get("compression"))
             if query.get("connect", "v1") != "v1":
                 raise RpcError(Code.INVALID_ARGUMENT, f"unsupported connect={query['connect']}")
+            compression = self._compression(query.get("compression"))
+        except RpcError as error:
+            await responder.reject(error)
+            return
+
+        async def read() -> Message:
             raw = query.get("message", "")
             if query.get("base64") == "1":
                 try:
@@ -173,90 +190,71 @@ class ConnectEndpoint:
                 data = raw.encode("utf-8", errors="surrogateescape")
             if len(data) > self.options.max_message_size:
                 raise RpcError(Code.RESOURCE_EXHAUSTED, "message is larger than the limit")
-            request = self._decode(codec, data, self._compression(query.get("compression")))
-        except RpcError as error:
-            await self._unary_error(send, error, None, accept)
-            return
-        await run_until_disconnect(
-            self._unary(send, codec, ctx, request, accept), receive, ctx, self.options.drain
-        )
+            ctx.stats.bytes_in += len(data)
+            message: Message = self._decode(codec, data, compression)
+            return message
 
-    async def _unary(
-        self, send: Send, codec: Encoding, ctx: Context, request: Message, accept: str | None
-    ) -> None:
+        watch = DisconnectWatch(receive, ctx)
+        watch.start()
         try:
-            async with deadline(ctx):
-                response = await self.handler(request, ctx)
-            data = codec.encode(response)
-        except RpcError as error:
-            await self._unary_error(send, error, ctx, accept)
-            return
-        except asyncio.CancelledError as exc:
-            if (shutdown := drained(exc)) is None:
-                raise
-            await self._unary_error(send, shutdown, ctx, accept)
-            return
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            await self._unary_error(send, RpcError(Code.INTERNAL, "internal error"), ctx, accept)
-            return
-        headers = [(b"content-type", codec.content_type.encode())]
-        compression = negotiate(accept, self.options.compressions)
-        if compression is not None and len(data) >= self.options.compress_min_bytes:
-            data = compression.compress(data)
-            headers.append((b"content-encoding", compression.name.encode()))
-        headers.append((b"content-length", str(len(data)).encode()))
-        headers += header_list(ctx.response_headers)
-        headers += header_list(ctx.response_trailers, TRAILER_PREFIX)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-
-    async def _unary_error(
-        self, send: Send, error: RpcError, ctx: Context | None, accept: str | None
-    ) -> None:
-        extra: list[tuple[bytes, bytes]] = []
-        if ctx is not None:
-            extra += header_list(ctx.response_headers)
-            trailers = Metadata(ctx.response_trailers)
-            trailers.extend(error.metadata)
-            extra += header_list(trailers, TRAILER_PREFIX)
-        else:
-            extra += header_list(Metadata(error.metadata), TRAILER_PREFIX)
-        await send_error(send, error.code.http_status, error, extra)
+            await self.runner.run(ctx, self.handler, read, responder)
+        finally:
+            watch.stop()
 
     # --- streams ---------------------------------------------------------------------------
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
         codec = self._codec(headers.get("content-type"), streaming=True)
-        out_compression = negotiate(
-            headers.get("connect-accept-encoding") or headers.get("connect-content-encoding"),
-            self.options.compressions,
+        encoding = headers.get("connect-content-encoding")
+        responder = _StreamResponder(
+            send, codec, headers.get("connect-accept-encoding") or encoding, self.options
         )
-        writer = _StreamWriter(send, codec, out_compression, self.options)
-        ctx: Context | None = None
         try:
-            ctx = self._context(scope, headers)
-            in_compression = self._compression(headers.get("connect-content-encoding"))
+            ctx = self._context(scope, headers, encoding)
+            in_compression = self._compression(encoding)
             if self.method.kind is MethodKind.BIDI_STREAM:
                 raise RpcError(
                     Code.UNIMPLEMENTED,
                     f"{self.method.name} is a bidi stream: it needs HTTP/2; call it over gRPC",
                 )
-            requests = self._messages(receive, codec, in_compression)
         except RpcError as error:
-            await writer.finish(error, ctx)
+            await responder.reject(error)
             return
-        assert ctx is not None
-        if self.method.kind is MethodKind.CLIENT_STREAM:
-            await self._client_stream(writer, ctx, requests)
-        else:
-            await self._server_stream(writer, ctx, requests, receive)
+        requests = self._messages(receive, codec, in_compression, ctx)
+        try:
+            if self.method.kind is MethodKind.CLIENT_STREAM:
+                await self.runner.run(ctx, self.handler, requests, responder)
+                return
+            watch = DisconnectWatch(receive, ctx)
+
+            async def read() -> Message:
+                request: Message | None = await anext(requests, None)
+                if request is None:
+                    raise RpcError(
+                        Code.INVALID_ARGUMENT, "a server-streaming call needs one request"
+                    )
+                if await anext(requests, None) is not None:
+                    raise RpcError(
+                        Code.INVALID_ARGUMENT, "a server-streaming call takes one request"
+                    )
+                watch.start()
+                return request
+
+            try:
+                await self.runner.run(ctx, self.handler, read, responder)
+            finally:
+                watch.stop()
+        finally:
+            await responder.body.abort()  # a no-op once the body is complete
+            await requests.aclose()
 
     async def _messages(
-        self, receive: Receive, codec: Encoding, compression: Compression | None
-    ) -> AsyncIterator[Any]:
+        self, receive: Receive, codec: Encoding, compression: Compression | None, ctx: Context
+    ) -> AsyncGenerator[Any, None]:
         reader = EnvelopeReader(self.options.max_message_size)
+        stats = ctx.stats
         async for chunk in body_chunks(receive):
+            stats.bytes_in += len(chunk)
             for flags, data in reader.feed(chunk):
                 if flags & FLAG_END_STREAM:
                     raise RpcError(Code.INVALID_ARGUMENT, "end-of-stream flag in a request stream")
@@ -267,130 +265,141 @@ class ConnectEndpoint:
                             "compressed message without connect-content-encoding",
                         )
                     data = compression.decompress(data, self.options.max_message_size)
+                stats.messages_in += 1
                 yield codec.decode(data, self.method.input)
         reader.close()
 
-    async def _client_stream(
-        self, writer: _StreamWriter, ctx: Context, requests: AsyncIterator[Any]
-    ) -> None:
-        adapted: object = None
-        error: RpcError | None = None
-        try:
-            async with deadline(ctx):
-                adapted = await adapt_requests(self.method, requests, ctx.request_headers)
-                response = await self.handler(adapted, ctx)
-                await writer.message(response, ctx)
-        except RpcError as exc:
-            error = exc
-        except ClientGone:
-            ctx.cancel()
-            return
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            error = RpcError(Code.INTERNAL, "internal error")
-        finally:
-            await aclose(adapted)
-            await aclose(requests)
-        await writer.finish(error, ctx)
 
-    async def _server_stream(
-        self, writer: _StreamWriter, ctx: Context, requests: AsyncIterator[Any], receive: Receive
-    ) -> None:
-        try:
-            request = await anext(requests, None)
-            if request is None:
-                raise RpcError(Code.INVALID_ARGUMENT, "a server-streaming call needs one request")
-            if await anext(requests, None) is not None:
-                raise RpcError(Code.INVALID_ARGUMENT, "a server-streaming call takes one request")
-        except RpcError as error:
-            await writer.finish(error, ctx)
-            return
-        except ClientGone:
-            return
-        await run_until_disconnect(
-            self._produce(writer, ctx, request), receive, ctx, self.options.drain
-        )
-
-    async def _produce(self, writer: _StreamWriter, ctx: Context, request: Any) -> None:
-        stream: AsyncIterator[Any] | None = None
-        messages: AsyncIterator[Any] | None = None
-        error: RpcError | None = None
-        try:
-            async with deadline(ctx):
-                stream = await resolve_stream(self.handler(request, ctx))
-                ctx.response_headers.extend(file_headers(stream))
-                messages = encode_stream(self.method, stream)
-                async for message in messages:
-                    if type(message) is Event:
-                        message = message.data
-                    await writer.message(message, ctx)
-        except RpcError as exc:
-            error = exc
-        except asyncio.CancelledError as exc:
-            if (error := drained(exc)) is None:
-                await writer.abort()
-                raise
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            error = RpcError(Code.INTERNAL, "internal error")
-        finally:
-            await aclose(messages)
-            await aclose(stream)
-        await writer.finish(error, ctx)
+def _response_compression(
+    ctx: Context, accept: str | None, compressions: CompressionRegistry
+) -> tuple[bool, Compression | None]:
+    """Whether the handler chose the response compression, and the compression to use:
+    its choice if the client accepts it, else the first the client accepts."""
+    chosen = ctx.response_compression
+    if chosen is None:
+        return False, negotiate(accept, compressions)
+    if chosen == "identity":
+        return True, None
+    accepted = [name.strip() for name in (accept or "").split(",")]
+    return True, compressions.get(chosen) if chosen in accepted else None
 
 
-class _StreamWriter:
-    """Writes a Connect response stream: headers once, envelopes, then end-of-stream."""
+class _UnaryResponder:
+    """A unary Connect answer: the message, or an error, with headers and trailer- headers."""
 
     def __init__(
-        self,
-        send: Send,
-        codec: Encoding,
-        compression: Compression | None,
-        options: BridgeOptions,
+        self, send: Send, codec: Encoding, accept: str | None, options: BridgeOptions
     ) -> None:
         self.send = send
         self.codec = codec
-        self.compression = compression
+        self.accept = accept
+        self.options = options
+
+    async def send_headers(self, ctx: Context) -> None:
+        """Unary headers travel with the answer; nothing can go out earlier."""
+
+    async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
+        return False
+
+    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+        data = self.codec.encode(message)
+        headers = [(b"content-type", self.codec.content_type.encode())]
+        chosen, compression = _response_compression(ctx, self.accept, self.options.compressions)
+        if not chosen and len(data) < self.options.compress_min_bytes:
+            compression = None
+        if compression is not None:
+            data = compression.compress(data)
+            headers.append((b"content-encoding", compression.name.encode()))
+        headers.append((b"content-length", str(len(data)).encode()))
+        headers += header_list(ctx.response_headers)
+        headers += header_list(ctx.response_trailers, TRAILER_PREFIX)
+        ctx.mark_headers_sent()
+        ctx.stats.bytes_out += len(data)
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.send({"type": "http.response.body", "body": data})
+
+    async def finish(self, ctx: Context, error: RpcError | None) -> None:
+        if error is None:
+            return
+        trailers = Metadata(ctx.response_trailers)
+        trailers.extend(error.metadata)
+        extra = header_list(ctx.response_headers) + header_list(trailers, TRAILER_PREFIX)
+        ctx.mark_headers_sent()
+        await send_error(self.send, error.code.http_status, error, extra)
+
+    async def reject(self, error: RpcError) -> None:
+        """Refuse a request whose call could not even start (bad headers)."""
+        extra = header_list(Metadata(error.metadata), TRAILER_PREFIX)
+        await send_error(self.send, error.code.http_status, error, extra)
+
+
+class _StreamResponder:
+    """A Connect response stream: headers once, envelopes, then the end-of-stream message."""
+
+    def __init__(
+        self, send: Send, codec: Encoding, accept: str | None, options: BridgeOptions
+    ) -> None:
+        self.send = send
+        self.codec = codec
+        self.accept = accept
         self.options = options
         self.body = BodyWriter(send)
         self.started = False
+        self.compression: Compression | None = None
 
-    async def _start(self, ctx: Context | None) -> None:
+    async def send_headers(self, ctx: Context) -> None:
+        if self.started:
+            return
         self.started = True
+        ctx.mark_headers_sent()
+        _, self.compression = _response_compression(ctx, self.accept, self.options.compressions)
         headers = [(b"content-type", f"application/connect+{self.codec.name}".encode())]
         if self.compression is not None:
             headers.append((b"connect-content-encoding", self.compression.name.encode()))
         accepted = ", ".join(self.options.compressions.names())
         if accepted:
             headers.append((b"connect-accept-encoding", accepted.encode()))
-        if ctx is not None:
-            headers += header_list(ctx.response_headers)
+        headers += header_list(ctx.response_headers)
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def message(self, message: Message, ctx: Context) -> None:
+    async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
+        return False
+
+    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
         data = self.codec.encode(message)
         if len(data) > self.options.max_message_size:
             raise RpcError(
                 Code.RESOURCE_EXHAUSTED,
                 f"response message of {len(data)} bytes is larger than the limit",
             )
+        if not self.started:
+            await self.send_headers(ctx)
         flags = 0
-        if self.compression is not None and len(data) >= self.options.compress_min_bytes:
+        compress = ctx.take_compress_next()
+        if (
+            compress
+            and self.compression is not None
+            and (
+                ctx.response_compression is not None or len(data) >= self.options.compress_min_bytes
+            )
+        ):
             data = self.compression.compress(data)
             flags = FLAG_COMPRESSED
-        if not self.started:
-            await self._start(ctx)
-        await self.body.write(envelope(data, flags))
+        frame = envelope(data, flags)
+        ctx.stats.bytes_out += len(frame)
+        await self.body.write(frame)
 
-    async def finish(self, error: RpcError | None, ctx: Context | None) -> None:
+    async def finish(self, ctx: Context, error: RpcError | None) -> None:
         if not self.started:
-            await self._start(ctx)
-        trailers = ctx.response_trailers if ctx is not None else Metadata()
-        await self.body.close(envelope(end_stream(error, trailers), FLAG_END_STREAM))
+            await self.send_headers(ctx)
+        await self.body.close(envelope(end_stream(error, ctx.response_trailers), FLAG_END_STREAM))
 
-    async def abort(self) -> None:
-        await self.body.abort()
+    async def reject(self, error: RpcError) -> None:
+        """End a stream whose call could not even start (bad headers)."""
+        self.started = True
+        headers = [(b"content-type", f"application/connect+{self.codec.name}".encode())]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.body.close(envelope(end_stream(error, ()), FLAG_END_STREAM))
 
 
 class _Reject(Exception):

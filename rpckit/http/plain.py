@@ -21,23 +21,21 @@ from urllib.parse import parse_qsl
 from google.api.httpbody_pb2 import HttpBody
 from google.protobuf.message import Message
 
+from rpckit.call import CallRunner, Prepared, Request
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
-    ClientGone,
+    DisconnectWatch,
     Receive,
     Scope,
     Send,
     body_chunks,
     call_context,
-    deadline,
-    drained,
     header_list,
     read_body,
-    run_until_disconnect,
     send_error,
 )
 from rpckit.http.filesend import send_file
@@ -52,8 +50,8 @@ from rpckit.http.framing import (
 )
 from rpckit.http.routes import PathTemplate, bind_request, body_type
 from rpckit.metadata import Metadata
-from rpckit.service import HttpRule, MethodKind, MethodSpec, resolve_stream
-from rpckit.streams import ByteStream, Event, FileStream, TextStream, aclose
+from rpckit.service import HttpRule, MethodKind, MethodSpec
+from rpckit.streams import ByteStream, Event, FileStream, TextStream
 from rpckit.v1.stream_pb2 import Bytes, Text
 from rpckit.wellknown import checked_chunks, declared_size, file_upload
 
@@ -89,9 +87,12 @@ class PlainRoute:
 class PlainRouter:
     """The ASGI app for every plain route: matches verb and path template, then serves."""
 
-    def __init__(self, routes: list[PlainRoute], options: BridgeOptions) -> None:
+    def __init__(
+        self, routes: list[PlainRoute], options: BridgeOptions, runner: CallRunner | None = None
+    ) -> None:
         self.routes = routes
         self.options = options
+        self.runner = runner if runner is not None else CallRunner()
         self.sse_keep_alive = SSE_KEEP_ALIVE
 
     def match(self, verb: str, raw_path: str) -> tuple[PlainRoute, dict[str, str]] | None:
@@ -113,66 +114,59 @@ class PlainRouter:
     async def serve(
         self, route: PlainRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """Serve one matched request."""
+        """Serve one matched request: decode it, hand it to the runner, write its answer."""
         headers = Metadata(
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         )
-        call = _PlainCall(self, route, params, scope, receive, send, headers)
-        try:
-            await call.run()
-        except ClientGone:
+        method = route.method
+        ctx = call_context(method, scope, headers, "plain")
+        responder = _PlainResponder(self, route, scope, receive, send, headers)
+        if method.kind is MethodKind.BIDI_STREAM:
+            error = RpcError(
+                Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: call it over gRPC"
+            )
+            await responder.finish(ctx, error)
             return
+        call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
+        watch = DisconnectWatch(receive, ctx)
+        request: Request
+        if method.kind is MethodKind.CLIENT_STREAM:
+            request = Prepared(call.upload)
+        else:
+
+            async def request() -> Message:
+                message = await call.message()
+                watch.start()
+                return message
+
+        try:
+            await self.runner.run(ctx, route.handler, request, responder)
+        finally:
+            watch.stop()
+            await responder.close()
 
 
-class _PlainCall:
-    """One request on a plain route."""
+class _PlainRequest:
+    """How one plain-route request becomes the handler's input."""
 
     def __init__(
         self,
-        router: PlainRouter,
+        options: BridgeOptions,
         route: PlainRoute,
         params: dict[str, str],
         scope: Scope,
         receive: Receive,
-        send: Send,
         headers: Metadata,
+        ctx: Context,
     ) -> None:
-        self.router = router
-        self.options = router.options
+        self.options = options
         self.route = route
         self.method = route.method
         self.params = params
         self.scope = scope
         self.receive = receive
-        self.send = send
         self.headers = headers
-        self.started = False
-
-    async def run(self) -> None:
-        try:
-            ctx = call_context(self.method, self.scope, self.headers, "http")
-            kind = self.method.kind
-            if kind is MethodKind.BIDI_STREAM:
-                raise RpcError(
-                    Code.UNIMPLEMENTED, f"{self.method.name} is a bidi stream: call it over gRPC"
-                )
-            if kind is MethodKind.CLIENT_STREAM:
-                await self._client_stream(ctx)
-                return
-            request = await self._request()
-        except RpcError as error:
-            await self._fail_early(error, None)
-            return
-        if kind is MethodKind.UNARY:
-            await run_until_disconnect(
-                self._unary(ctx, request), self.receive, ctx, self.options.drain
-            )
-        else:
-            await run_until_disconnect(
-                self._server_stream(ctx, request), self.receive, ctx, self.options.drain
-            )
-
-    # --- requests --------------------------------------------------------------------------
+        self.ctx = ctx
 
     def _query(self) -> list[tuple[str, str]]:
         raw = self.scope.get("query_string", b"").decode("latin-1")
@@ -193,11 +187,13 @@ class _PlainCall:
             )
         return encoding
 
-    async def _request(self) -> Message:
+    async def message(self) -> Message:
+        """The request message, from the path, the query and the body."""
         body_field = self.route.rule.body
         body: Message | None = None
         if body_field:
             raw = await read_body(self.receive, self.options.max_message_size)
+            self.ctx.stats.bytes_in += len(raw)
             if raw.strip():
                 body = self._body_encoding().decode(raw, body_type(self.method.input, body_field))
         request: Message = bind_request(
@@ -209,9 +205,9 @@ class _PlainCall:
         )
         return request
 
-    def _upload(self) -> Any:
+    def upload(self) -> Any:
         """The request body of a client-streaming call, as the handler receives it."""
-        chunks = body_chunks(self.receive)
+        chunks = _counted(body_chunks(self.receive), self.ctx)
         if self.method.input is HttpBody:
             length = self.headers.get("content-length") or ""
             return file_upload(
@@ -230,18 +226,50 @@ class _PlainCall:
             self.options.encodings,
             self.options.max_message_size,
         )
-        return _messages(chunks, deframer)
+        return _messages(chunks, deframer, self.ctx)
 
-    # --- responses -------------------------------------------------------------------------
+
+class _PlainResponder:
+    """Writes a plain-route answer: one body, a framed stream, raw octets or a file."""
+
+    def __init__(
+        self,
+        router: PlainRouter,
+        route: PlainRoute,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Metadata,
+    ) -> None:
+        self.router = router
+        self.options = router.options
+        self.method = route.method
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.headers = headers
+        self.started = False
+        self.complete = False  # the whole response was sent by send_stream (a file)
+        self.streaming = route.method.kind.server_streams
+        self.framing: Framing | None = None
+        self.content_type = ""
+        self.body = BodyWriter(send)
+        self.keep_alive: asyncio.Task[None] | None = None
+        self.first = True
 
     async def _tracking_send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
 
-    async def _fail_early(self, error: RpcError, ctx: Context | None) -> None:
-        extra = header_list(ctx.response_headers) if ctx is not None else []
-        await send_error(self.send, error.code.http_status, error, extra)
+    async def _fail_early(self, error: RpcError, ctx: Context) -> None:
+        self.started = True
+        ctx.mark_headers_sent()
+        await send_error(
+            self.send, error.code.http_status, error, header_list(ctx.response_headers)
+        )
+
+    # --- unary answers ---------------------------------------------------------------------
 
     def _single_encoding(self) -> Encoding:
         for media in accepted_types(self.headers.get("accept")):
@@ -269,49 +297,16 @@ class _PlainCall:
             *header_list(ctx.response_headers),
             *header_list(ctx.response_trailers),
         ]
+        self.started = True
+        ctx.mark_headers_sent()
+        ctx.stats.bytes_out += len(body)
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
         head = self.scope["method"] == "HEAD"
         await self.send({"type": "http.response.body", "body": b"" if head else body})
 
-    async def _unary(self, ctx: Context, request: Message) -> None:
-        try:
-            async with deadline(ctx):
-                response = await self.route.handler(request, ctx)
-        except RpcError as error:
-            await self._fail_early(error, ctx)
-            return
-        except asyncio.CancelledError as exc:
-            if (shutdown := drained(exc)) is None:
-                raise
-            await self._fail_early(shutdown, ctx)
-            return
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            await self._fail_early(RpcError(Code.INTERNAL, "internal error"), ctx)
-            return
-        await self._respond_one(ctx, response)
+    # --- streams ---------------------------------------------------------------------------
 
-    async def _client_stream(self, ctx: Context) -> None:
-        upload: Any = None
-        try:
-            upload = self._upload()
-            async with deadline(ctx):
-                response = await self.route.handler(upload, ctx)
-        except RpcError as error:
-            await self._fail_early(error, ctx)
-            return
-        except ClientGone:
-            ctx.cancel()
-            raise
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            await self._fail_early(RpcError(Code.INTERNAL, "internal error"), ctx)
-            return
-        finally:
-            await aclose(upload)
-        await self._respond_one(ctx, response)
-
-    def _framing(self, stream: object) -> Framing | None:
+    def _framing(self) -> Framing | None:
         """The framing for a stream's items; None for raw text or octets."""
         accept = self.headers.get("accept")
         output = self.method.output
@@ -327,32 +322,22 @@ class _PlainCall:
             return None
         return negotiate_framing(accept, self.options.encodings)
 
-    async def _start(self, ctx: Context, content_type: str) -> None:
-        if self.started:
-            return
+    async def send_headers(self, ctx: Context) -> None:
+        if self.started or not self.streaming:
+            return  # a single answer's headers go out with it
         self.started = True
+        ctx.mark_headers_sent()
         headers = [
-            (b"content-type", content_type.encode()),
+            (b"content-type", self.content_type.encode()),
             (b"cache-control", b"no-cache"),
             (b"x-content-type-options", b"nosniff"),
+            # Proxies (nginx) must pass a stream on as it is produced, not buffer it.
+            (b"x-accel-buffering", b"no"),
             *header_list(ctx.response_headers),
         ]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def _server_stream(self, ctx: Context, request: Message) -> None:
-        stream: AsyncIterator[Any] | None = None
-        try:
-            async with deadline(ctx):
-                stream = await resolve_stream(self.route.handler(request, ctx))
-        except RpcError as error:
-            await aclose(stream)
-            await self._fail_early(error, ctx)
-            return
-        except Exception:
-            await aclose(stream)
-            log.exception("%s failed", self.method.path)
-            await self._fail_early(RpcError(Code.INTERNAL, "internal error"), ctx)
-            return
+    async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
         if isinstance(stream, FileStream):
             try:
                 await send_file(
@@ -360,92 +345,87 @@ class _PlainCall:
                     request_headers=dict(self.headers.items()),
                     extra_headers=header_list(ctx.response_headers),
                     method=self.scope["method"],
-                    watch_disconnect=False,  # run_until_disconnect already watches
+                    watch_disconnect=False,  # the call's disconnect watch already watches
                 )  # fmt: skip
             except RpcError as error:
-                if self.started:  # the body is incomplete: the server drops the connection
-                    log.warning("%s: file failed mid-body (%s)", self.method.path, error)
-                    return
-                await self._fail_early(error, ctx)  # e.g. the file vanished before sending
-            finally:
-                await aclose(stream)
-            return
-        framing = self._framing(stream)
-        try:
-            await self._write_stream(ctx, stream, framing)
-        finally:
-            await aclose(stream)
-
-    async def _write_stream(
-        self, ctx: Context, stream: AsyncIterator[Any], framing: Framing | None
-    ) -> None:
+                if not self.started:
+                    raise  # e.g. the file vanished before sending: an ordinary error answer
+                # The body is incomplete: returning makes the server drop the connection.
+                log.warning("%s: file failed mid-body (%s)", self.method.path, error)
+            ctx.mark_headers_sent()
+            self.complete = True
+            return True
+        self.framing = self._framing()
         output = self.method.output
-        if framing is not None:
-            content_type = framing.content_type
+        if self.framing is not None:
+            self.content_type = self.framing.content_type
         elif output is Text:
-            content_type = "text/plain; charset=utf-8"
+            self.content_type = "text/plain; charset=utf-8"
         else:
-            content_type = "application/octet-stream"
-        body = BodyWriter(self.send)
-        keep_alive: asyncio.Task[None] | None = None
-        error: RpcError | None = None
-        try:
-            async with deadline(ctx):
-                if framing is not None and framing.kind == "sse":
-                    await self._start(ctx, content_type)
-                    keep_alive = asyncio.ensure_future(self._keep_alive(body))
-                first = True
-                async for item in stream:
-                    event = item if type(item) is Event else None
-                    if event is not None:
-                        item = event.data
-                    if framing is None:
-                        data = _raw(item)
-                        if first and isinstance(item, HttpBody) and item.content_type:
-                            content_type = item.content_type
-                    elif framing.kind == "sse":
-                        message = Text(text=item) if isinstance(item, str) else item
-                        data = _sse_item(framing, message, event)
-                    else:
-                        data = framing.item(Text(text=item) if isinstance(item, str) else item)
-                    if first:
-                        await self._start(ctx, content_type)
-                        first = False
-                    await body.write(data)
-        except RpcError as exc:
-            error = exc
-        except asyncio.CancelledError as exc:
-            if (error := drained(exc)) is None:
-                await body.abort()
-                raise
-        except Exception:
-            log.exception("%s failed", self.method.path)
-            error = RpcError(Code.INTERNAL, "internal error")
-        finally:
-            if keep_alive is not None:
-                keep_alive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keep_alive
+            self.content_type = "application/octet-stream"
+        if self.framing is not None and self.framing.kind == "sse":
+            await self.send_headers(ctx)
+            self.keep_alive = asyncio.ensure_future(self._keep_alive())
+        return False
+
+    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+        if not self.streaming:
+            await self._respond_one(ctx, message)
+            return
+        framing = self.framing
+        if framing is None:
+            data = _raw(message)
+            if self.first and isinstance(message, HttpBody) and message.content_type:
+                self.content_type = message.content_type
+        elif framing.kind == "sse":
+            data = _sse_item(framing, message, event)
+        else:
+            data = framing.item(message)
+        if self.first:
+            self.first = False
+            await self.send_headers(ctx)
+        ctx.stats.bytes_out += len(data)
+        await self.body.write(data)
+
+    async def finish(self, ctx: Context, error: RpcError | None) -> None:
+        await self._stop_keep_alive()
+        if self.complete:
+            return
         if error is not None and not self.started:
             await self._fail_early(error, ctx)
             return
-        await self._start(ctx, content_type)
+        if not self.streaming:
+            return  # the answer went out in send_message
+        await self.send_headers(ctx)
+        framing = self.framing
         if error is None:
-            await body.close(framing.end() if framing is not None else b"")
+            await self.body.close(framing.end() if framing is not None else b"")
             return
         record = framing.error(error) if framing is not None else None
         if record is None:
-            await body.flush()  # what was produced before the failure still goes out
-            await body.abort()
+            await self.body.flush()  # what was produced before the failure still goes out
+            await self.body.abort()
             # Returning with the body incomplete makes the server drop the connection.
             log.warning("%s failed mid-body (%s): response cut off", self.method.path, error)
             return
-        await body.close(record)
+        await self.body.close(record)
 
-    async def _keep_alive(self, body: BodyWriter) -> None:
+    async def close(self) -> None:
+        """Release what the answer holds (after the call, whatever its end)."""
+        await self._stop_keep_alive()
+        await self.body.abort()
+
+    async def _stop_keep_alive(self) -> None:
+        if self.keep_alive is not None:
+            self.keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keep_alive
+            self.keep_alive = None
+
+    async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.router.sse_keep_alive)
-            await body.write(KEEP_ALIVE)
+            await self.body.write(KEEP_ALIVE)
 
 
 def _raw(item: Any) -> bytes:
@@ -482,8 +462,19 @@ async def _utf8(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         yield tail
 
 
-async def _messages(chunks: AsyncIterator[bytes], deframer: Any) -> AsyncIterator[Message]:
+async def _counted(chunks: AsyncIterator[bytes], ctx: Context) -> AsyncIterator[bytes]:
+    stats = ctx.stats
+    async for chunk in chunks:
+        stats.bytes_in += len(chunk)
+        yield chunk
+
+
+async def _messages(
+    chunks: AsyncIterator[bytes], deframer: Any, ctx: Context
+) -> AsyncIterator[Message]:
+    stats = ctx.stats
     async for chunk in chunks:
         for message in deframer.feed(chunk):
+            stats.messages_in += 1
             yield message
     deframer.close()

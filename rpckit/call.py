@@ -1,0 +1,353 @@
+"""The call runner: the one owner of a call's lifecycle, on every transport.
+
+A transport adapter decodes its wire into a ``Context`` and the request (a message, a
+coroutine function that reads one, or an async iterator of messages that *raises* when the
+stream is cut short), then hands the call to ``CallRunner.run`` with a ``Responder`` that
+writes to its wire. The runner does the rest, the same way for every transport: the
+deadline (from the moment the request arrived), the interceptor chain, calling the handler
+by its shape, checking what it returns against the method's output type, and turning every
+outcome into one status:
+
+- ``RpcError``: as raised;
+- any other exception: ``internal`` / "internal error", the traceback logged, never sent;
+- a wrong response type: ``internal`` / "internal error", the expected and actual types logged;
+- the deadline: ``deadline_exceeded``;
+- drain (the server shutting down): ``unavailable``, before, during or after the body;
+- the client gone: ``cancelled`` (nothing can be sent; interceptors still see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeAlias
+
+from google.protobuf.message import Message
+
+from rpckit.context import Context
+from rpckit.errors import Code, RpcError
+from rpckit.interceptors import Interceptor, InterceptorChain, Outcome
+from rpckit.service import MethodSpec, resolve_stream
+from rpckit.streams import Event, aclose
+from rpckit.wellknown import adapt_requests, encode_stream, file_headers
+
+__all__ = ["CallRunner", "ClientGone", "Drain", "Prepared", "Request", "Responder"]
+
+log = logging.getLogger("rpckit.call")
+
+Handler = Callable[..., Any]
+DRAINING = RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
+
+
+class Prepared:
+    """A client stream the adapter turns into the handler's argument itself (a raw upload
+    as a ``FileStream``/``ByteStream``/``TextStream``): ``make()`` builds it, inside the
+    call (so its errors map to a status like any other), and the handler gets it as is."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+#: What an adapter hands over as the request: the message itself, a coroutine function that
+#: reads and decodes it (so that reading counts against the deadline and its errors map to a
+#: status like any other), or for client streams an async iterator of messages.
+Request: TypeAlias = Message | Callable[[], Awaitable[Message]] | AsyncIterator[Any] | Prepared
+
+
+class ClientGone(Exception):
+    """The client went away (raised by transports while reading or writing)."""
+
+
+class Responder(Protocol):
+    """What a transport adapter implements to write one call's answer to its wire."""
+
+    async def send_headers(self, ctx: Context) -> None:
+        """Send ``ctx.response_headers`` now, if not sent yet."""
+
+    async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
+        """Offered the handler's response stream first: True if the adapter sent it whole
+        itself (a file sent from disk), False to have the runner send it message by message."""
+
+    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+        """One response message (``event`` carries its SSE fields, if the handler gave any)."""
+
+    async def finish(self, ctx: Context, error: RpcError | None) -> None:
+        """End the call: success (after the messages) or ``error``, with the trailers."""
+
+
+class Drain:
+    """The calls in flight on one server, and the switch that ends them at shutdown.
+
+    ``set()`` (called once the grace period is over) cancels every running call so that it
+    ends with ``unavailable``; calls that arrive afterwards are refused the same way.
+    """
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+        self._cancelled: set[asyncio.Task[Any]] = set()
+        self.started = False
+
+    def is_set(self) -> bool:
+        return self.started
+
+    def set(self) -> None:
+        """End every call in flight with ``unavailable``."""
+        self.started = True
+        for task in self._running:
+            self._cancelled.add(task)
+            task.cancel()
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def _add(self, task: asyncio.Task[Any]) -> None:
+        self._running.add(task)
+
+    def _discard(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+
+    def _took(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled by the drain (each cancel is claimed once)."""
+        if task in self._cancelled:
+            self._cancelled.discard(task)
+            return True
+        return False
+
+
+class CallRunner:
+    """Runs calls for one server: its interceptors, its drain."""
+
+    def __init__(
+        self, interceptors: InterceptorChain | list[Interceptor] | tuple[Interceptor, ...] = ()
+    ) -> None:
+        self.chain = (
+            interceptors
+            if isinstance(interceptors, InterceptorChain)
+            else InterceptorChain(interceptors)
+        )
+        self.drain = Drain()
+
+    async def run(
+        self,
+        ctx: Context,
+        handler: Handler,
+        request: Request,
+        responder: Responder,
+        *,
+        owns_task: bool = True,
+    ) -> Outcome:
+        """Run one call to its end and return its outcome.
+
+        ``owns_task`` says the current task exists for this call alone (an HTTP request):
+        a cancellation (the adapter's disconnect watcher) then ends the call quietly as
+        ``cancelled``. Without it (grpcio's handler task) the cancellation propagates.
+        """
+        ctx.bind_header_sender(lambda: responder.send_headers(ctx))
+        task = asyncio.current_task()
+        assert task is not None
+        drain = self.drain
+        error: RpcError | None = None
+        gone = False
+        if drain.started:
+            error = DRAINING
+        else:
+            drain._add(task)
+            try:
+                error = await self._guarded(ctx, handler, request, responder)
+            except asyncio.CancelledError:
+                if drain._took(task):
+                    task.uncancel()
+                    error = DRAINING
+                else:
+                    ctx.cancel()
+                    gone = True
+                    if not owns_task:
+                        self._end(ctx, None, gone=True)
+                        raise
+                    task.uncancel()
+            except ClientGone:
+                ctx.cancel()
+                gone = True
+            finally:
+                drain._discard(task)
+        if gone:
+            return self._end(ctx, None, gone=True)
+        try:
+            await responder.finish(ctx, error)
+        except (ClientGone, asyncio.CancelledError) as exc:
+            ctx.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                if not owns_task:
+                    self._end(ctx, error, gone=True)
+                    raise
+                task.uncancel()
+            return self._end(ctx, error, gone=True)
+        except BaseException:
+            self._end(ctx, error, gone=False)
+            raise
+        return self._end(ctx, error, gone=False)
+
+    def _end(self, ctx: Context, error: RpcError | None, *, gone: bool) -> Outcome:
+        stats = ctx.stats
+        if gone:
+            code, message = Code.CANCELLED, "the client has gone"
+        elif error is None:
+            code, message = Code.OK, ""
+        else:
+            code, message = error.code, error.message
+        outcome = Outcome(
+            code=code,
+            message=message,
+            error=None if gone else error,
+            duration=time.monotonic() - stats.started,
+            messages_in=stats.messages_in,
+            messages_out=stats.messages_out,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
+        )
+        if self.chain.ends:
+            self.chain.end(ctx, outcome)
+        return outcome
+
+    async def _guarded(
+        self, ctx: Context, handler: Handler, request: Request, responder: Responder
+    ) -> RpcError | None:
+        """Run the call under its deadline; the error it ends with (None on success)."""
+        remaining = ctx.time_remaining()
+        try:
+            if remaining is None:
+                await self._call(ctx, handler, request, responder)
+                return None
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining) as timeout:
+                await self._call(ctx, handler, request, responder)
+            return None
+        except RpcError as exc:
+            return exc
+        except TimeoutError:
+            if remaining is not None and (remaining <= 0 or timeout.expired()):
+                ctx.cancel()
+                return RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+            log.exception("%s failed", ctx.method.path)
+            return RpcError(Code.INTERNAL, "internal error")
+        except (asyncio.CancelledError, ClientGone):
+            raise
+        except Exception:
+            log.exception("%s failed", ctx.method.path)
+            return RpcError(Code.INTERNAL, "internal error")
+
+    async def _call(
+        self, ctx: Context, handler: Handler, request: Request, responder: Responder
+    ) -> None:
+        """Interceptors, then the handler by its shape, then its answer to the responder."""
+        chain = self.chain
+        method = ctx.method
+        if chain.starts:
+            await chain.start(ctx)
+        argument: Any
+        if isinstance(request, Prepared):
+            prepared = None
+            try:
+                prepared = request.make()
+                await self._respond(ctx, handler, prepared, responder)
+            finally:
+                await aclose(prepared)
+            return
+        if method.kind.client_streams:
+            assert isinstance(request, AsyncIterator)
+            requests: AsyncIterator[Any] = request
+            if chain.requests:
+                requests = _intercepted(ctx, chain, request)
+            argument = None
+            try:
+                argument = await adapt_requests(method, requests, ctx.request_headers)
+                await self._respond(ctx, handler, argument, responder)
+            finally:
+                await aclose(argument)
+                await aclose(requests)
+            return
+        if callable(request):
+            request = await request()
+        ctx.stats.messages_in += 1
+        if chain.requests:
+            request = await chain.request(ctx, request)
+        await self._respond(ctx, handler, request, responder)
+
+    async def _respond(
+        self, ctx: Context, handler: Handler, argument: Any, responder: Responder
+    ) -> None:
+        method = ctx.method
+        chain = self.chain
+        stats = ctx.stats
+        if not method.kind.server_streams:
+            result = handler(argument, ctx)
+            if not inspect.isawaitable(result):
+                await aclose(result)
+                raise _wrong_shape(method, result)
+            response = _checked(method, await result)
+            if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+                ctx.cancel()  # finished, but too late: the client has given up
+                raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+            if chain.responses:
+                response = _checked(method, await chain.response(ctx, response))
+            stats.messages_out += 1
+            await responder.send_message(ctx, response, None)
+            return
+        stream: AsyncIterator[Any] | None = None
+        messages: AsyncIterator[Any] | None = None
+        try:
+            stream = await resolve_stream(handler(argument, ctx))
+            if await responder.send_stream(ctx, stream):
+                return  # sent whole by the transport (a file, with its own headers)
+            ctx.response_headers.extend(file_headers(stream))
+            messages = encode_stream(method, stream)
+            output = method.output
+            async for item in messages:
+                event: Event[Any] | None = None
+                if type(item) is Event:
+                    event, item = item, item.data
+                if type(item) is not output:
+                    item = _checked(method, item)
+                if chain.responses:
+                    item = _checked(method, await chain.response(ctx, item))
+                stats.messages_out += 1
+                await responder.send_message(ctx, item, event)
+        finally:
+            await aclose(messages)
+            await aclose(stream)
+
+
+async def _intercepted(
+    ctx: Context, chain: InterceptorChain, requests: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    async for message in requests:
+        yield await chain.request(ctx, message)
+
+
+def _checked(method: MethodSpec[Any, Any], value: Any) -> Any:
+    """``value`` if it is of the method's output type; otherwise log and fail ``internal``."""
+    if isinstance(value, method.output):
+        return value
+    log.error(
+        "%s returned %s, expected %s",
+        method.path,
+        "None" if value is None else type(value).__qualname__,
+        method.output.DESCRIPTOR.full_name,
+    )
+    raise RpcError(Code.INTERNAL, "internal error")
+
+
+def _wrong_shape(method: MethodSpec[Any, Any], result: object) -> RpcError:
+    log.error(
+        "%s: the handler must be an async def returning %s, but it returned %s",
+        method.path,
+        method.output.DESCRIPTOR.full_name,
+        type(result).__qualname__,
+    )
+    return RpcError(Code.INTERNAL, "internal error")
