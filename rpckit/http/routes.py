@@ -1,81 +1,232 @@
-"""``google.api.http`` path templates and request binding, free of I/O.
+"""``google.api.http`` path templates, request binding and rule checks, free of I/O.
 
 A template such as ``/v1/{name=shelves/*}/books/{book_id}:publish`` compiles to a matcher
-that returns the field paths it binds; ``bind_request`` then fills a request message from
-path variables, query parameters and an optional decoded body, converting each value to
-its field's type or failing with a one-line ``invalid_argument``.
+that returns the field paths it binds, decoded as http.proto says: a single-segment
+variable fully, a multi-segment one except ``%2F``. ``bind_request`` fills a request
+message from path variables, query parameters and a decoded body, converting each value to
+its field's type (well-known types from their JSON string forms) or failing with a
+one-line ``invalid_argument``. ``validate_rules`` checks every rule once, at start-up.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+import cbor2
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from rpckit.encodings import Encoding, from_tree
 from rpckit.errors import Code, RpcError
+from rpckit.http.framing import NotAcceptable
+from rpckit.service import HttpRule, MethodKind, MethodSpec
 
-__all__ = ["PathTemplate", "bind_request"]
+__all__ = [
+    "PathTemplate",
+    "bind_request",
+    "decode_body",
+    "encode_response_body",
+    "response_item",
+    "validate_rules",
+]
 
 M = TypeVar("M", bound=Message)
 
-_SEGMENT = "[^/]+"
-_VARIABLE = re.compile(r"\{([A-Za-z_][\w.]*)(?:=([^}]*))?\}")
+# --- path templates ----------------------------------------------------------------------
+
+# Descriptors are typed Any where they come from messages: the upb and pure-Python
+# descriptor classes are distinct types to mypy.
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_FIELD_PATH = re.compile(rf"{_IDENT}(?:\.{_IDENT})*")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASH = re.compile(r"%2[Ff]")
+# RFC 3986 pchar without the unreserved set: what a literal may hold unencoded
+_LITERAL_SAFE = "!$&'()*+,;=:@"
+_ONE = "[^/]+"
 
 
-def _segments_regex(segments: str) -> str:
-    parts = []
-    for segment in segments.split("/"):
-        if segment == "*":
-            parts.append(_SEGMENT)
-        elif segment == "**":
-            parts.append(".+")
+def _normalize(raw_path: str) -> str:
+    """Decode percent-escapes of unreserved characters, which mean the same either way."""
+
+    def unescape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0)
+
+    return _ESCAPE.sub(unescape, raw_path)
+
+
+@dataclass(frozen=True)
+class _Variable:
+    field: str
+    segments: tuple[str, ...]
+
+    @property
+    def multi(self) -> bool:
+        """Whether this variable may span segments (so ``%2F`` stays encoded in it)."""
+        return len(self.segments) > 1 or self.segments[0] == "**"
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside braces; ValueError on unbalanced or nested braces."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            depth += 1
+            if depth > 1:
+                raise ValueError("a variable cannot contain another variable")
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("unbalanced '}'")
+        elif char == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError("unclosed '{'")
+    parts.append(text[start:])
+    return parts
+
+
+def _check_segment(segment: str) -> str:
+    if not segment:
+        raise ValueError("empty path segment")
+    if segment not in ("*", "**") and re.search(r"[{}*?#]", segment):
+        raise ValueError(f"invalid path segment {segment!r}")
+    return segment
+
+
+def _literal(segment: str) -> str:
+    return re.escape(quote(_normalize(segment), safe=_LITERAL_SAFE + "%"))
+
+
+def _segments_regex(segments: tuple[str, ...]) -> str:
+    out = ""
+    for i, segment in enumerate(segments):
+        if segment == "**":
+            out += f"{_ONE}(?:/{_ONE})*" if i == 0 else f"(?:/{_ONE})*"
         else:
-            parts.append(re.escape(segment))
-    return "/".join(parts)
+            out += ("/" if i else "") + (_ONE if segment == "*" else _literal(segment))
+    return out
 
 
 @dataclass(frozen=True)
 class PathTemplate:
-    """A compiled ``google.api.http`` path template."""
+    """A compiled ``google.api.http`` path template (see google/api/http.proto)."""
 
     template: str
     pattern: re.Pattern[str]
     fields: tuple[str, ...]
+    multi: tuple[bool, ...] = ()
 
     @classmethod
     def compile(cls, template: str) -> PathTemplate:
-        """Compile ``template``; ValueError if it is not a valid path template."""
+        """Compile ``template``; ValueError (one line) if it is not a valid path template.
+
+        ``*`` is one segment, ``**`` zero or more (last, before the verb only); a variable
+        is ``{field.path}`` or ``{field.path=segments}``.
+        """
         if not template.startswith("/"):
             raise ValueError(f"path template must start with '/': {template!r}")
-        path, verb = template, ""
-        last = template.rsplit("/", 1)[-1]
-        if ":" in last and "}" not in last.split(":", 1)[1]:
-            path, verb = template.rsplit(":", 1)
-        regex, fields, pos = [], [], 0
-        for i, match in enumerate(_VARIABLE.finditer(path)):
-            regex.append(_segments_regex(path[pos : match.start()]))
-            fields.append(match.group(1))
-            inner = match.group(2)
-            regex.append(f"(?P<v{i}>{_segments_regex(inner) if inner else _SEGMENT})")
-            pos = match.end()
-        regex.append(_segments_regex(path[pos:]))
+        try:
+            return cls._compile(template)
+        except ValueError as exc:
+            raise ValueError(f"invalid path template {template!r}: {exc}") from None
+
+    @classmethod
+    def _compile(cls, template: str) -> PathTemplate:
+        if template == "/":
+            return cls(template, re.compile(r"/\Z"), ())
+        items: list[str | _Variable] = []
+        *segments, last = _split(template[1:], "/")
+        verb = ""
+        last, *verbs = _split(last, ":")
+        if verbs:
+            verb = ":".join(verbs)
+            if not verb or re.search(r"[{}*/]", verb):
+                raise ValueError(f"invalid verb {verb!r}")
+        for segment in [*segments, last]:
+            if segment.startswith("{") and segment.endswith("}"):
+                field, eq, inner = segment[1:-1].partition("=")
+                if not _FIELD_PATH.fullmatch(field):
+                    raise ValueError(f"invalid field path {field!r}")
+                inner_segments = tuple(_check_segment(s) for s in (inner or "*").split("/"))
+                if eq and not inner:
+                    raise ValueError(f"empty template for variable {field!r}")
+                items.append(_Variable(field, inner_segments))
+            elif "{" in segment or "}" in segment:
+                raise ValueError(f"a variable must be a whole segment: {segment!r}")
+            else:
+                items.append(_check_segment(segment))
+        flat = [
+            s for item in items for s in (item.segments if isinstance(item, _Variable) else [item])
+        ]
+        if "**" in flat[:-1]:
+            raise ValueError("'**' must be the last segment")
+        fields = tuple(item.field for item in items if isinstance(item, _Variable))
+        if len(set(fields)) != len(fields):
+            raise ValueError("a field is bound twice")
+        pattern, index = "", 0
+        for item in items:
+            if isinstance(item, _Variable):
+                group = f"(?P<v{index}>{_segments_regex(item.segments)})"
+                index += 1
+                pattern += f"(?:/{group})?" if item.segments[0] == "**" else f"/{group}"
+            elif item == "**":
+                pattern += f"(?:/{_ONE})*"
+            else:
+                pattern += "/" + _segments_regex((item,))
         if verb:
-            regex.append(re.escape(":" + verb))
-        return cls(template, re.compile("".join(regex) + r"\Z"), tuple(fields))
+            pattern += re.escape(":" + _normalize(verb))
+        variables = [item for item in items if isinstance(item, _Variable)]
+        return cls(
+            template,
+            re.compile(pattern + r"\Z"),
+            fields,
+            tuple(variable.multi for variable in variables),
+        )
 
     def match(self, raw_path: str) -> dict[str, str] | None:
-        """The variables of a request path (raw, still percent-encoded), or None."""
-        match = self.pattern.match(raw_path)
+        """The variables of a request path (raw, still percent-encoded), or None.
+
+        Single-segment variables are fully percent-decoded; multi-segment ones are decoded
+        except ``%2F``/``%2f``, which stay as sent (http.proto). Bytes that are not UTF-8
+        decode to lone surrogates, which ``bind_request`` rejects for string fields.
+        """
+        match = self.pattern.match(_normalize(raw_path))
         if match is None:
             return None
-        return {field: unquote(match.group(f"v{i}")) for i, field in enumerate(self.fields)}
+        values = {}
+        for i, field in enumerate(self.fields):
+            raw = match.group(f"v{i}")
+            if raw is None:  # an optional '**' that matched nothing
+                continue
+            values[field] = _decode(raw, self.multi[i] if self.multi else False)
+        return values
+
+
+def _decode(raw: str, multi: bool) -> str:
+    if not multi:
+        return unquote(raw, errors="surrogateescape")
+    pieces = _SLASH.split(raw)
+    slashes = _SLASH.findall(raw)
+    out = unquote(pieces[0], errors="surrogateescape")
+    for slash, piece in zip(slashes, pieces[1:], strict=True):
+        out += slash + unquote(piece, errors="surrogateescape")
+    return out
+
+
+# --- values ------------------------------------------------------------------------------
 
 
 def _invalid(name: str, expected: str, value: str) -> RpcError:
@@ -95,23 +246,47 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1, "an unsigned 64-bit integer"),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1, "an unsigned 64-bit integer"),
 }
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+_SPECIAL_FLOATS = {"nan": math.nan, "infinity": math.inf, "-infinity": -math.inf,
+                   "inf": math.inf, "-inf": -math.inf}  # fmt: skip
+_FLOAT32_MAX = 3.4028234663852886e38
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}"
+    for name in ("DoubleValue", "FloatValue", "Int64Value", "UInt64Value", "Int32Value",
+                 "UInt32Value", "BoolValue", "StringValue", "BytesValue")
+)  # fmt: skip
+_TIMESTAMP, _DURATION = "google.protobuf.Timestamp", "google.protobuf.Duration"
+_FIELD_MASK = "google.protobuf.FieldMask"
+#: Well-known message types that have a string form in the JSON mapping, so a URL can set them.
+STRING_FORM_TYPES = frozenset({_TIMESTAMP, _DURATION, _FIELD_MASK, *_WRAPPERS})
 
 
-def _convert(field: FieldDescriptor, name: str, value: str) -> Any:
+def _convert(field: Any, name: str, value: str) -> Any:
+    """A scalar field's value from URL text."""
     kind = field.type
     if kind in _INT_RANGES:
         low, high, expected = _INT_RANGES[kind]
-        if not re.fullmatch(r"[+-]?\d+", value.strip()):
+        if not _INTEGER.fullmatch(value.strip()):
             raise _invalid(name, expected, value)
         number = int(value)
         if not low <= number <= high:
             raise _invalid(name, expected, value)
         return number
     if kind in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
-        try:
-            return float(value)
-        except ValueError:
-            raise _invalid(name, "a number", value) from None
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            number_f = float(text)
+        elif text.lower() in _SPECIAL_FLOATS:
+            number_f = _SPECIAL_FLOATS[text.lower()]
+        else:
+            raise _invalid(name, "a number", value)
+        if kind == FieldDescriptor.TYPE_FLOAT and math.isfinite(number_f):
+            if abs(number_f) > _FLOAT32_MAX:
+                raise _invalid(name, "a 32-bit float", value)
+        elif math.isinf(number_f) and _NUMBER.fullmatch(text):
+            raise _invalid(name, "a 64-bit float", value)
+        return number_f
     if kind == FieldDescriptor.TYPE_BOOL:
         lowered = value.lower()
         if lowered in ("true", "1"):
@@ -120,6 +295,10 @@ def _convert(field: FieldDescriptor, name: str, value: str) -> Any:
             return False
         raise _invalid(name, "true or false", value)
     if kind == FieldDescriptor.TYPE_STRING:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid(name, "UTF-8 text", value) from None
         return value
     if kind == FieldDescriptor.TYPE_BYTES:
         standard = value.replace("-", "+").replace("_", "/")  # URL-safe or standard alphabet
@@ -132,10 +311,39 @@ def _convert(field: FieldDescriptor, name: str, value: str) -> Any:
         by_name = enum.values_by_name.get(value)
         if by_name is not None:
             return by_name.number
-        if re.fullmatch(r"-?\d+", value) and int(value) in enum.values_by_number:
+        if re.fullmatch(r"-?[0-9]{1,10}", value) and int(value) in enum.values_by_number:
             return int(value)
         raise _invalid(name, f"one of {', '.join(enum.values_by_name)}", value)
     raise RpcError(Code.INVALID_ARGUMENT, f"{name}: a message field cannot be set from a URL")
+
+
+def _camel_to_snake(path: str) -> str:
+    return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), path)
+
+
+def _set_well_known(target: Message, name: str, value: str) -> None:
+    """Fill a Timestamp, Duration, FieldMask or wrapper from its JSON-mapping string form."""
+    full_name = target.DESCRIPTOR.full_name
+    if full_name == _TIMESTAMP:
+        try:
+            target.FromJsonString(value)  # type: ignore[attr-defined]
+        except (ValueError, TypeError, OverflowError):
+            raise _invalid(name, "an RFC 3339 timestamp like 2026-01-01T00:00:00Z", value) from None
+    elif full_name == _DURATION:
+        try:
+            target.FromJsonString(value)  # type: ignore[attr-defined]
+        except (ValueError, TypeError, OverflowError):
+            raise _invalid(name, "a duration in seconds like 1.5s", value) from None
+    elif full_name == _FIELD_MASK:
+        paths = [] if value == "" else value.split(",")
+        for path in paths:
+            if not _FIELD_PATH.fullmatch(path):
+                raise _invalid(name, "field paths like title,author.displayName", value)
+        # lowerCamelCase (the JSON form) becomes snake_case; snake_case is kept as sent
+        target.paths.extend(p if "_" in p else _camel_to_snake(p) for p in paths)  # type: ignore[attr-defined]
+    else:  # a wrapper: the wrapped scalar's own rules
+        field = target.DESCRIPTOR.fields_by_name["value"]
+        setattr(target, "value", _convert(field, name, value))  # noqa: B010  # any wrapper
 
 
 def _field(descriptor: Any, part: str) -> FieldDescriptor | None:
@@ -146,19 +354,34 @@ def _field(descriptor: Any, part: str) -> FieldDescriptor | None:
     return field
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    message_type = field.message_type
+    return message_type is not None and message_type.GetOptions().map_entry
+
+
 def _set(message: Message, path: str, value: str, *, source: str) -> None:
     parts = path.split(".")
     target = message
+    name = f"{source} {path!r}"
     for depth, part in enumerate(parts):
         field = _field(target.DESCRIPTOR, part)
         if field is None:
             raise RpcError(Code.INVALID_ARGUMENT, f"unknown {source} {path!r}")
         if depth < len(parts) - 1:
             if field.message_type is None or field.is_repeated:
-                raise RpcError(Code.INVALID_ARGUMENT, f"{source} {path!r}: {part} is not a message")
+                raise RpcError(Code.INVALID_ARGUMENT, f"{name}: {part} is not a message")
             target = getattr(target, field.name)
             continue
-        converted = _convert(field, f"{source} {path!r}", value)
+        message_type = field.message_type
+        if message_type is not None and message_type.full_name in STRING_FORM_TYPES:
+            if field.is_repeated:
+                _set_well_known(getattr(target, field.name).add(), name, value)
+            else:
+                _set_well_known(getattr(target, field.name), name, value)
+            return
+        if _is_map(field):
+            raise RpcError(Code.INVALID_ARGUMENT, f"{name}: a map field cannot be set from a URL")
+        converted = _convert(field, name, value)
         if field.is_repeated:
             getattr(target, field.name).append(converted)
         else:
@@ -174,7 +397,12 @@ def bind_request(
     body_field: str = "",
 ) -> M:
     """Build the request: the decoded body (whole, or into ``body_field``), then query
-    parameters, then path variables, each converted to its field's type."""
+    parameters, then path variables, each converted to its field's type.
+
+    Well-known types take their JSON-mapping string forms: ``?since=2026-01-01T00:00:00Z``
+    (Timestamp), ``?wait=1.5s`` (Duration), ``?updateMask=title,authorName`` (FieldMask),
+    ``?limit=5`` (Int32Value and the other wrappers), repeated ones by repeating the key.
+    """
     message = message_type()
     if body is not None:
         target: Message = message if body_field in ("", "*") else getattr(message, body_field)
@@ -191,7 +419,199 @@ def body_type(message_type: type[Message], body_field: str) -> type[Message]:
     if body_field in ("", "*"):
         return message_type
     field = message_type.DESCRIPTOR.fields_by_name.get(body_field)
-    if field is None or field.message_type is None:
+    if field is None or field.message_type is None or field.is_repeated:
         raise ValueError(f"body field {body_field!r} is not a message field")
     concrete: type[Message] = getattr(message_type(), body_field).__class__
     return concrete
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+_TREE_CODECS = ("json", "cbor", "msgpack")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _tree(codec: str, data: bytes) -> Any:
+    """One value of a JSON-mapping codec, as a Python tree."""
+    try:
+        if codec == "json":
+            return json.loads(bytes(data).decode(), parse_constant=_reject_constant)
+        if codec == "cbor":
+            return cbor2.loads(data)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise RpcError(Code.INVALID_ARGUMENT, f"invalid {codec}: {reason}") from None
+
+
+def _top_field(descriptor: Any, name: str) -> FieldDescriptor | None:
+    return _field(descriptor, name) if "." not in name else None
+
+
+def decode_body(data: bytes, encoding: Encoding, message_type: type[M], body_field: str) -> M:
+    """A request holding only its HTTP body, for a rule's ``body`` (``*`` or a field name).
+
+    A message field decodes in any encoding; a repeated, map or scalar field (a JSON array,
+    object or value) in JSON, CBOR or MessagePack. Merge the result with ``bind_request(...,
+    body=result, body_field="*")``. Bad bodies are ``invalid_argument``.
+    """
+    if body_field in ("", "*"):
+        return encoding.decode(data, message_type)
+    field = _top_field(message_type.DESCRIPTOR, body_field)
+    if field is None:  # validate_rules refuses such rules at start-up
+        raise RpcError(Code.INTERNAL, f"body field {body_field!r} does not exist")
+    message = message_type()
+    if field.message_type is not None and not field.is_repeated:
+        part = getattr(message, field.name)
+        part.CopyFrom(encoding.decode(data, type(part)))
+        return message
+    if encoding.name not in _TREE_CODECS:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"body field {field.name!r} is not a message: send it as JSON, CBOR or MessagePack",
+        )
+    decoded: M = from_tree(
+        encoding.name, {field.json_name: _tree(encoding.name, data)}, message_type
+    )
+    return decoded
+
+
+def response_item(message: Message, response_body: str) -> Message:
+    """What a stream sends for one response under ``response_body`` (a message field, as
+    ``validate_rules`` ensures for streams): that field, or the whole message."""
+    if not response_body:
+        return message
+    field = _top_field(message.DESCRIPTOR, response_body)
+    if field is None:
+        return message
+    part: Message = getattr(message, field.name)
+    return part
+
+
+def encode_response_body(response: Message, response_body: str, encoding: Encoding) -> bytes:
+    """The HTTP body of a unary response under a rule's ``response_body``.
+
+    Empty: the whole message. A message field: that message, in ``encoding``. A repeated,
+    map or scalar field: its JSON-mapping value (an array...) in JSON, CBOR or MessagePack;
+    other encodings (protobuf) raise NotAcceptable naming those three.
+    """
+    if not response_body:
+        return encoding.encode(response)
+    field = _top_field(response.DESCRIPTOR, response_body)
+    if field is None:
+        return encoding.encode(response)
+    if field.message_type is not None and not field.is_repeated:
+        return encoding.encode(getattr(response, field.name))
+    if encoding.name not in _TREE_CODECS:
+        raise NotAcceptable(["application/json", "application/cbor", "application/msgpack"])
+    only = type(response)()
+    if field.is_repeated:
+        getattr(only, field.name).MergeFrom(getattr(response, field.name))
+    else:
+        setattr(only, field.name, getattr(response, field.name))  # present, even if default
+    tree = json_format.MessageToDict(only, always_print_fields_with_no_presence=True)
+    value = tree.get(field.json_name)
+    if encoding.name == "json":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if encoding.name == "cbor":
+        data: bytes = cbor2.dumps(value)
+        return data
+    packed: bytes = msgpack.packb(value)
+    return packed
+
+
+# --- start-up checks ---------------------------------------------------------------------
+
+
+def _type_name(field: FieldDescriptor) -> str:
+    if _is_map(field):
+        return "a map"
+    if field.is_repeated:
+        return "repeated"
+    if field.message_type is not None:
+        return f"a message ({field.message_type.full_name})"
+    return "a scalar"
+
+
+def _check_path_field(descriptor: Any, path: str) -> str | None:
+    """Why a path variable cannot bind ``path``, or None when it can."""
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        field = _field(descriptor, part)
+        if field is None:
+            return f"{descriptor.full_name} has no field {part!r}"
+        if depth < len(parts) - 1:
+            if field.message_type is None or field.is_repeated:
+                return f"{part} is {_type_name(field)}, not a message"
+            descriptor = field.message_type
+            continue
+        if field.is_repeated:
+            return f"{part} is {_type_name(field)} field; path variables bind single values"
+        message_type = field.message_type
+        if message_type is not None and message_type.full_name not in STRING_FORM_TYPES:
+            return (
+                f"{part} is {_type_name(field)}; path variables bind scalars and "
+                "Timestamp, Duration, FieldMask or wrapper types"
+            )
+    return None
+
+
+def _check_rule(method: MethodSpec[Any, Any], rule: HttpRule, template: PathTemplate) -> None:
+    where = f"{method.service}.{method.name} ({rule.method} {rule.path})"
+    request = method.input.DESCRIPTOR
+    for path in template.fields:
+        problem = _check_path_field(request, path)
+        if problem is not None:
+            raise ValueError(f"{where}: path variable {{{path}}}: {problem}")
+    body = rule.body
+    if body and rule.method.upper() in ("GET", "HEAD"):
+        raise ValueError(f"{where}: a {rule.method.upper()} route cannot have a body")
+    if body and body != "*":
+        field = _top_field(request, body)
+        if field is None:
+            raise ValueError(f"{where}: body {body!r}: {request.full_name} has no such field")
+        bound = {path.split(".")[0] for path in template.fields}
+        if field.name in bound or field.json_name in bound:
+            raise ValueError(f"{where}: body {body!r} is also bound by the path")
+    if rule.response_body:
+        output = method.output.DESCRIPTOR
+        field = _top_field(output, rule.response_body)
+        if field is None:
+            raise ValueError(
+                f"{where}: response_body {rule.response_body!r}: "
+                f"{output.full_name} has no such field"
+            )
+        streams = method.kind in (MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM)
+        if streams and (field.message_type is None or field.is_repeated):
+            raise ValueError(
+                f"{where}: response_body {rule.response_body!r} is {_type_name(field)}; "
+                "a stream's response_body must be a message field"
+            )
+
+
+def validate_rules(methods: Iterable[MethodSpec[Any, Any]]) -> None:
+    """Check every ``google.api.http`` rule of ``methods`` (all services together) once.
+
+    ValueError with one line naming the method and rule when a template is invalid, a path
+    variable names a missing, repeated or message field, ``body`` or ``response_body``
+    names a missing field, a GET has a body, or two rules (in any services) declare the
+    same verb and template, naming both methods.
+    """
+    seen: dict[tuple[str, str], str] = {}
+    for method in methods:
+        for rule in method.http:
+            name = f"{method.service}.{method.name}"
+            try:
+                template = PathTemplate.compile(rule.path)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            _check_rule(method, rule, template)
+            verb = rule.method.upper()
+            key = (verb, template.pattern.pattern)
+            other = seen.get(key)
+            if other is not None:
+                raise ValueError(f"route {verb} {rule.path} is declared by both {other} and {name}")
+            seen[key] = name
