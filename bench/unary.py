@@ -1,0 +1,374 @@
+"""Unary calls through ``rpckit serve`` as shipped against a bare Starlette JSON route.
+
+Every server is a subprocess on loopback; Debian's ``wrk`` (installed with apt when missing
+and running as root) is the load generator:
+
+  - **rpckit**: ``python -m rpckit serve bench.unary:create_service --http ... --server S
+    --workers W``, the example's ``GetDog`` at its plain route ``GET /api/dogs/3`` and on
+    Connect (``POST /examples.streams.v1.StreamsService/GetDog``, JSON);
+  - **starlette**: a bare Starlette route returning the same JSON object, on the same HTTP
+    server with the same settings (uvicorn with uvloop and httptools, or granian), one worker.
+
+For each: p50/p99 latency at concurrency 1 (one keep-alive connection), requests/s at
+concurrency 64, and server CPU per request (user + system of the whole process tree, from
+/proc). Goals, printed PASS/FAIL: rpckit's unary p50 <= 1.2x bare Starlette on the same server;
+``--workers 2`` >= 1.6x one worker's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import Unimplemented  # noqa: E402
+from examples.streams.v1.streams_pb2 import Dog, GetDogRequest  # noqa: E402
+from rpckit import Context  # noqa: E402
+
+_TICK = os.sysconf("SC_CLK_TCK")
+P50_GOAL = 1.2
+WORKERS_GOAL = 1.6
+CONNECT_PATH = "/examples.streams.v1.StreamsService/GetDog"
+
+
+class UnaryDogs(Unimplemented):
+    """Only ``GetDog``: a small message built per call."""
+
+    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
+        return Dog(name=f"Dog {request.index}", age=request.index % 10)
+
+
+def create_service(argv: list[str]) -> UnaryDogs:
+    """The ``rpckit serve`` target of this benchmark."""
+    return UnaryDogs()
+
+
+def bare_app() -> Any:
+    """The peer: a bare Starlette JSON route with the same answer as GetDog."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def dog(request: Request) -> JSONResponse:
+        index = int(request.path_params["index"])
+        return JSONResponse({"name": f"Dog {index}", "age": index % 10})
+
+    return Starlette(routes=[Route("/api/dogs/{index}", dog, methods=["GET"])])
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (workers, granian's children)."""
+    found = [pid]
+    index = 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    found.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+@dataclass
+class Server:
+    name: str
+    kind: str
+    workers: int
+    process: subprocess.Popen[bytes]
+    port: int
+    path: str
+
+
+def _wait_ready(server: Server, log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"{server.name} exited: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), 1) as sock:
+                sock.sendall(f"GET {server.path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{server.name} did not answer")
+
+
+def start_rpckit(kind: str, workers: int, tmp: Path) -> Server:
+    port = free_port()
+    log = tmp / f"rpckit-{kind}-{workers}.log"
+    command = [
+        sys.executable, "-m", "rpckit", "serve", "bench.unary:create_service",
+        "--http", f"127.0.0.1:{port}", "--server", kind, "--workers", str(workers),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    name = f"rpckit serve, {workers} worker{'s' if workers > 1 else ''}"
+    server = Server(name, kind, workers, process, port, "/api/dogs/3")
+    _wait_ready(server, log)
+    return server
+
+
+def start_bare(kind: str, tmp: Path) -> Server:
+    port = free_port()
+    log = tmp / f"bare-{kind}.log"
+    if kind == "uvicorn":
+        command = [
+            sys.executable, "-m", "uvicorn", "bench.unary:bare_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "granian", "bench.unary:bare_app", "--factory",
+            "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--workers", "1", "--log-level", "warning",
+        ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    server = Server("starlette, 1 worker", kind, 1, process, port, "/api/dogs/3")
+    _wait_ready(server, log)
+    return server
+
+
+def stop(server: Server) -> None:
+    pids = process_tree(server.process.pid)
+    server.process.send_signal(2)
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)
+    for pid in pids[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("bench/unary.py needs Debian's wrk (apt-get install wrk)")
+    return found
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(binary: str, url: str, connections: int, seconds: float, script: Path | None) -> Run:
+    threads = 1 if connections == 1 else 2
+    duration = f"-d{max(1, round(seconds))}s"
+    command = [
+        binary, f"-t{threads}", f"-c{connections}", duration, "--latency", "--timeout", "5s",
+        *(["-s", str(script)] if script else []), url,
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    requests = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (requests and p50 and p99):
+        raise SystemExit(f"unexpected wrk output:\n{out}")
+    elapsed = float(requests.group(2)) / (1000 if requests.group(3) == "ms" else 1)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: .*", out)
+    if socket_errors:
+        print(f"  wrk: {socket_errors.group(0)}", file=sys.stderr)
+    return Run(
+        int(requests.group(1)),
+        elapsed,
+        _ms(p50.group(1)),
+        _ms(p99.group(1)),
+        int(errors.group(1)) if errors else 0,
+    )
+
+
+@dataclass
+class Row:
+    server: Server
+    route: str
+    latency: Run
+    load: Run
+    cpu_us: float
+
+
+def measure(binary: str, server: Server, route: str, seconds: float, tmp: Path) -> Row:
+    url = f"http://127.0.0.1:{server.port}"
+    script = None
+    if route == "connect":
+        script = tmp / "connect.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            "wrk.body = '{\"index\": 3}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        url += CONNECT_PATH
+    else:
+        url += server.path
+    wrk(binary, url, 8, 1, script)  # warm-up
+    latency = wrk(binary, url, 1, seconds, script)
+    pids = process_tree(server.process.pid)
+    before = cpu_seconds(pids)
+    load = wrk(binary, url, 64, seconds, script)
+    used = cpu_seconds(pids) - before
+    for run in (latency, load):
+        if run.errors:
+            raise SystemExit(f"{server.name} ({route}): {run.errors} failed responses")
+    return Row(server, route, latency, load, used / max(load.requests, 1) * 1e6)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5, help="per wrk run (default 5)")
+    parser.add_argument(
+        "--servers", default="uvicorn,granian", help="comma-separated (default both)"
+    )
+    args = parser.parse_args()
+    binary = ensure_wrk()
+    rows: list[Row] = []
+    goals: list[tuple[str, bool]] = []
+    with tempfile.TemporaryDirectory(prefix="rpckit-bench-unary-") as name:
+        tmp = Path(name)
+        for kind in args.servers.split(","):
+            bare = start_bare(kind, tmp)
+            try:
+                bare_row = measure(binary, bare, "plain", args.seconds, tmp)
+            finally:
+                stop(bare)
+            rows.append(bare_row)
+            one = start_rpckit(kind, 1, tmp)
+            try:
+                plain = measure(binary, one, "plain", args.seconds, tmp)
+                connect = measure(binary, one, "connect", args.seconds, tmp)
+            finally:
+                stop(one)
+            rows += [plain, connect]
+            two = start_rpckit(kind, 2, tmp)
+            try:
+                two_row = measure(binary, two, "plain", args.seconds, tmp)
+            finally:
+                stop(two)
+            rows.append(two_row)
+            for row in (plain, connect):
+                ratio = row.latency.p50_ms / bare_row.latency.p50_ms
+                goals.append(
+                    (
+                        f"{kind}: rpckit {row.route} p50 {ratio:.2f}x bare Starlette "
+                        f"(goal <= {P50_GOAL}x)",
+                        ratio <= P50_GOAL,
+                    )
+                )
+            scale = two_row.load.rate / plain.load.rate
+            goals.append(
+                (
+                    f"{kind}: --workers 2 throughput {scale:.2f}x one worker "
+                    f"(goal >= {WORKERS_GOAL}x)",
+                    scale >= WORKERS_GOAL,
+                )
+            )
+    print(
+        f"\nrpckit serve vs bare Starlette, unary GET/POST; wrk; {os.cpu_count()} cores, "
+        f"{platform.machine()}, Python {platform.python_version()}, uvicorn "
+        f"{_version('uvicorn')}, uvloop {_version('uvloop')}, httptools "
+        f"{_version('httptools')}, granian {_version('granian')}, starlette "
+        f"{_version('starlette')}\n"
+    )
+    print(
+        "| http server | server | route | p50 c=1 | p99 c=1 | req/s c=64 | p50 c=64 "
+        "| server CPU/req |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        route = "GET /api/dogs/3" if row.route == "plain" else "Connect JSON POST"
+        print(
+            f"| {row.server.kind} | {row.server.name} | {route} | "
+            f"{row.latency.p50_ms * 1000:.0f} µs | {row.latency.p99_ms * 1000:.0f} µs | "
+            f"{row.load.rate:,.0f} | {row.load.p50_ms:.2f} ms | {row.cpu_us:.0f} µs |"
+        )
+    print()
+    for text, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
