@@ -119,7 +119,7 @@ def _docstring(text: str, indent: str) -> list[str]:
     if not text:
         return []
     lines = [_doc_line(line) for line in text.replace("\r\n", "\n").split("\n")]
-    if len(lines) == 1 and len(indent) + len(lines[0]) + 6 <= _LINE_LIMIT:
+    if len(lines) == 1:
         return [f'{indent}"""{lines[0]}"""']
     rest = [f"{indent}{line}".rstrip() for line in lines[1:]]
     return [f'{indent}"""{lines[0]}', *rest, f'{indent}"""']

@@ -11,6 +11,7 @@ Output is only ever the files protoc and rpckit generate for the named protos: n
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -62,10 +63,13 @@ def run_protoc(
     proto_paths: Sequence[Path],
     out: Path,
     grpc_python: bool = False,
+    descriptor_sets: Sequence[Path] = (),
 ) -> list[Path]:
     """Generate ``_pb2.py``, ``_pb2.pyi`` and ``_rpckit.py`` (and grpcio stubs if asked).
 
     ``protos`` are names relative to an include path (``examples/streams/v1/streams.proto``).
+    ``descriptor_sets`` are compiled ``FileDescriptorSet`` files (``buf build -o``, or a
+    package's embedded descriptors) searched before the include paths.
     Everything is generated in a scratch directory first, so nothing is written when protoc
     or the generator fails. Returns the files written, as protoc names them.
     Raises ``ProtocError`` (protoc printed why) or ``ValueError`` (a schema Python cannot name).
@@ -77,6 +81,8 @@ def run_protoc(
         staging.mkdir()
         image = Path(tmp) / "image.binpb"
         args = ["protoc", *(f"-I{p}" for p in include_paths(proto_paths))]
+        if descriptor_sets:
+            args.append("--descriptor_set_in=" + os.pathsep.join(map(str, descriptor_sets)))
         args += [f"--python_out={staging}", f"--pyi_out={staging}"]
         if grpc_python:
             args.append(f"--grpc_python_out={staging}")

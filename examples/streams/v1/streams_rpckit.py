@@ -157,8 +157,7 @@ class StreamsService(Service, abc.ABC):
 
     @abc.abstractmethod
     def text_stream(self, request: _examples_streams_v1_streams__pb2.TextStreamRequest, ctx: Context) -> ServerStream[_rpckit_v1_stream__pb2.Text | str | Event[_rpckit_v1_stream__pb2.Text | str]]:
-        """A text stream: \"Hello, world! N\" from `start`, every `interval_ms`, until the client leaves.
-        """
+        """A text stream: \"Hello, world! N\" from `start`, every `interval_ms`, until the client leaves."""
 
     @abc.abstractmethod
     def json_stream(self, request: _examples_streams_v1_streams__pb2.JsonStreamRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Dog | Event[_examples_streams_v1_streams__pb2.Dog]]:
@@ -249,8 +248,7 @@ class StreamsServiceClient:
         metadata: MetadataLike | None = None,
         response: ResponseMetadata | None = None,
     ) -> StreamCall[_rpckit_v1_stream__pb2.Text]:
-        """A text stream: \"Hello, world! N\" from `start`, every `interval_ms`, until the client leaves.
-        """
+        """A text stream: \"Hello, world! N\" from `start`, every `interval_ms`, until the client leaves."""
         options = CallOptions(timeout, metadata, response)
         return self.transport.server_stream(StreamsServiceMethods.text_stream, request, options)
 
