@@ -10,13 +10,17 @@ Any valid schema gives a module that imports and passes ruff and mypy strict:
 
 * Every string from the schema (comments, names, route templates) is written as an escaped
   ASCII literal, never spliced between quotes.
-* Names are never left to clash. A handler name (``snake_case`` of the RPC name, leading
-  ``_`` dropped) that is a Python keyword, a member of ``Service`` or of the client
-  (``bind``, ``spec``, ``transport``) or a name the class bodies read (``abc``, ``bytes``,
-  ``float``, ``str``) gets a trailing ``_``; one an earlier RPC of the service already has
-  (``HTTPGet`` and ``HttpGet`` are both ``http_get``) gets ``_2``, ``_3``, ... in
-  declaration order. Module-level names (service classes and what is derived from them)
-  follow the same rule against keywords, everything the module imports and one another.
+* Names are never left to clash. A handler is ``snake_case`` of its RPC name, leading and
+  trailing ``_`` dropped. If that is a Python keyword, a member of ``Service`` or of the
+  client (``bind``, ``spec``, ``transport``), a name the class bodies read (``abc``,
+  ``annotations``, ``bytes``, ``float``, ``str``) or the name of an earlier RPC of the
+  service (``HTTPGet`` and ``HttpGet`` are both ``http_get``), it gets a trailing ``_``,
+  and if that is taken too ``_2``, ``_3``, ... in declaration order (``Bind`` -> ``bind_``;
+  ``HTTPGet``, ``HttpGet``, ``Http_Get`` -> ``http_get``, ``http_get_``, ``http_get_2``).
+  Module-level names (``Foo``, ``FooMethods``, ``FOO``, ``UnimplementedFoo``, ``FooClient``)
+  follow the same rule against keywords, every name the module imports (``Context``,
+  ``Event``, ``Service``, ...) and one another: ``service Context`` is class ``Context_``.
+  The handler name is what ``MethodSpec.handler`` records, so serving follows the rename.
 """
 
 from __future__ import annotations
