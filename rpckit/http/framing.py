@@ -534,7 +534,8 @@ def deframer_for(
     kind = _BY_TYPE.get(media)
     if kind is None or kind == "sse" or media == "application/json":
         # application/json would be one JSON value (an array?), not a sequence: refused
-        accepted = [m for m, k in _STREAM_NAMES if k != "sse" and m != "application/json"]
+        # the canonical names; their aliases (application/msgpack...) are accepted too
+        accepted = [NDJSON, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED]
         raise UnsupportedMediaType(
             f"unsupported request stream type {media[:60]!r}; accepted: {', '.join(accepted)}",
             accepted,
