@@ -137,7 +137,8 @@ def _bare_server(stubs: Path, count: int, write: bool) -> Any:
 
 def _yielding_server(count: int) -> Any:
     """The rpckit service with json_stream served by a handler that yields to grpcio."""
-    from rpckit.grpc.server import _context, _method_handler
+    from rpckit.call import CallRunner
+    from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE, _context, _method_handler
     from rpckit.service import resolve_stream
     from rpckit.streams import aclose
     from rpckit.wellknown import encode_stream
@@ -147,7 +148,9 @@ def _yielding_server(count: int) -> Any:
     handlers: dict[str, Any] = {}
     for method, fn in service.bind():
         if method.name != "JsonStream":
-            handlers[method.name] = _method_handler(method, fn)
+            handlers[method.name] = _method_handler(
+                method, fn, CallRunner(), DEFAULT_MAX_MESSAGE_SIZE
+            )
             continue
 
         def bind(method: Any = method, fn: Callable[..., Any] = fn) -> Any:

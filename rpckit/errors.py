@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-__all__ = ["Code", "RpcError"]
+__all__ = ["Code", "RpcError", "message_too_large"]
 
 
 class Code(enum.IntEnum):
@@ -138,3 +138,10 @@ class RpcError(Exception):
 
     def __repr__(self) -> str:
         return f"RpcError({self.code.name}, {self.message!r})"
+
+
+def message_too_large(limit: int) -> RpcError:
+    """The error for a request message over the size limit: one text on every transport."""
+    return RpcError(
+        Code.RESOURCE_EXHAUSTED, f"request message is larger than the limit of {limit} bytes"
+    )

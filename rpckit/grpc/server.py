@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection
 
 from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
-from rpckit.errors import RpcError
+from rpckit.encodings import ProtoEncoding
+from rpckit.errors import RpcError, message_too_large
 from rpckit.grpc.status import (
     STATUS_DETAILS_KEY,
     from_grpc_metadata,
@@ -47,6 +48,8 @@ _COMPRESSIONS = {
     "gzip": grpc.Compression.Gzip,
     "deflate": grpc.Compression.Deflate,
 }
+
+_PROTO = ProtoEncoding()
 
 Handler = Callable[..., Any]
 ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
@@ -129,26 +132,53 @@ class _GrpcResponder:
 
 
 async def _requests(
-    requests: AsyncIterator[Any], context: ServicerContext, ctx: Context
+    requests: AsyncIterator[bytes],
+    context: ServicerContext,
+    ctx: Context,
+    decode: Callable[[bytes], Any],
 ) -> AsyncIterator[Any]:
-    """The request stream, which raises (never just ends) when the call was cut short."""
+    """The request stream, decoded; it raises (never just ends) when the call was cut short."""
     stats = ctx.stats
-    async for message in requests:
+    async for data in requests:
         stats.messages_in += 1
-        yield message
+        stats.bytes_in += len(data)
+        yield decode(data)
     if context.cancelled() or context.done():
         raise ClientGone
 
 
-def _method_handler(method: MethodSpec[Any, Any], fn: Handler, runner: CallRunner) -> Any:
+def _decoder(method: MethodSpec[Any, Any], max_size: int) -> Callable[[bytes], Any]:
+    """Decodes request bytes in the call (not in grpcio), so that a malformed or oversized
+    message gets the same status and text as on every other transport."""
+    message_type = method.input
+
+    def decode(data: bytes) -> Any:
+        if len(data) > max_size:
+            raise message_too_large(max_size)
+        return _PROTO.decode(data, message_type)
+
+    return decode
+
+
+def _method_handler(
+    method: MethodSpec[Any, Any], fn: Handler, runner: CallRunner, max_size: int
+) -> Any:
     serialize: Callable[[Any], bytes] = method.output.SerializeToString
-    deserialize: Callable[[bytes], Any] = method.input.FromString
+    decode = _decoder(method, max_size)
     streaming = method.kind.server_streams
+    client_streams = method.kind.client_streams
 
     async def call(request: Any, context: ServicerContext) -> Any:
         ctx = _context(method, context)
-        if method.kind.client_streams:
-            request = _requests(request, context, ctx)
+        if client_streams:
+            request = _requests(request, context, ctx, decode)
+        else:
+            data: bytes = request
+            ctx.stats.bytes_in = len(data)
+
+            def request() -> Any:
+                return _decoded(decode, data)
+
         responder = _GrpcResponder(context, streaming)
         await runner.run(ctx, fn, request, responder, owns_task=False)
         return responder.response
@@ -161,14 +191,26 @@ def _method_handler(method: MethodSpec[Any, Any], fn: Handler, runner: CallRunne
         make = grpc.unary_stream_rpc_method_handler
     else:
         make = grpc.stream_stream_rpc_method_handler
-    return make(call, request_deserializer=deserialize, response_serializer=serialize)
+    return make(call, request_deserializer=None, response_serializer=serialize)
 
 
-def generic_handler(service: Service, runner: CallRunner | None = None) -> Any:
+async def _decoded(decode: Callable[[bytes], Any], data: bytes) -> Any:
+    return decode(data)
+
+
+def generic_handler(
+    service: Service,
+    runner: CallRunner | None = None,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> Any:
     """A grpcio handler that serves every method of ``service`` through ``runner``."""
     runner = runner if runner is not None else CallRunner()
     spec = service.spec()
-    handlers = {method.name: _method_handler(method, fn, runner) for method, fn in service.bind()}
+    handlers = {
+        method.name: _method_handler(method, fn, runner, max_message_size)
+        for method, fn in service.bind()
+    }
     return grpc.method_handlers_generic_handler(spec.name, handlers)
 
 
@@ -218,12 +260,19 @@ class GrpcServer:
         """Bind ``address`` (``host:port``) and start serving; returns the bound port."""
         options = [
             ("grpc.max_send_message_length", self.max_message_size),
-            ("grpc.max_receive_message_length", self.max_message_size),
+            # rpckit checks the limit itself (one error text on every transport); grpcio's own
+            # check, with its own text, is only a backstop against far larger messages.
+            ("grpc.max_receive_message_length", 2 * self.max_message_size),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             *self.options,
         ]
         server = grpc.aio.server(options=options)
-        server.add_generic_rpc_handlers([generic_handler(s, self.runner) for s in self.services])
+        server.add_generic_rpc_handlers(
+            [
+                generic_handler(s, self.runner, max_message_size=self.max_message_size)
+                for s in self.services
+            ]
+        )
         names = [s.spec().name for s in self.services]
         if self.health:
             if self._health is None:

@@ -15,7 +15,7 @@ from rpckit.call import ClientGone
 from rpckit.compression import CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import EncodingRegistry, encodings
-from rpckit.errors import Code, RpcError
+from rpckit.errors import RpcError, message_too_large
 from rpckit.http.connect import error_json, parse_timeout, request_metadata
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
@@ -85,9 +85,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             raise ClientGone
         body += message.get("body", b"")
         if len(body) > limit:
-            raise RpcError(
-                Code.RESOURCE_EXHAUSTED, f"request body is larger than the limit of {limit} bytes"
-            )
+            raise message_too_large(limit)
         if not message.get("more_body", False):
             return bytes(body)
 

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
-from rpckit.errors import Code, RpcError
+from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.metadata import Metadata
 
 __all__ = [
@@ -67,10 +67,7 @@ class EnvelopeReader:
         while len(self._buffer) >= _HEADER.size:
             flags, length = _HEADER.unpack_from(self._buffer)
             if length > self.max_size:
-                raise RpcError(
-                    Code.RESOURCE_EXHAUSTED,
-                    f"message of {length} bytes is larger than the limit of {self.max_size}",
-                )
+                raise message_too_large(self.max_size)
             end = _HEADER.size + length
             if len(self._buffer) < end:
                 return

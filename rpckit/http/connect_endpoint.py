@@ -20,7 +20,7 @@ from rpckit.call import CallRunner
 from rpckit.compression import Compression, CompressionRegistry, negotiate
 from rpckit.context import Context
 from rpckit.encodings import Encoding, connect_codec
-from rpckit.errors import Code, RpcError
+from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
@@ -189,7 +189,7 @@ class ConnectEndpoint:
             else:
                 data = raw.encode("utf-8", errors="surrogateescape")
             if len(data) > self.options.max_message_size:
-                raise RpcError(Code.RESOURCE_EXHAUSTED, "message is larger than the limit")
+                raise message_too_large(self.options.max_message_size)
             ctx.stats.bytes_in += len(data)
             message: Message = self._decode(codec, data, compression)
             return message

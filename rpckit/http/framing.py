@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from rpckit.encodings import Encoding, EncodingRegistry, from_tree
-from rpckit.errors import Code, RpcError
+from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.connect import error_json
 from rpckit.v1.stream_pb2 import Bytes, Text
 
@@ -428,11 +428,11 @@ class _Lines:
             line = bytes(self.buffer[:end]).strip()
             del self.buffer[: end + 1]
             if len(line) > self.max_size:
-                raise RpcError(Code.RESOURCE_EXHAUSTED, "request line is larger than the limit")
+                raise message_too_large(self.max_size)
             if line:
                 yield self.encoding.decode(line, self.message_type)
         if len(self.buffer) > self.max_size:
-            raise RpcError(Code.RESOURCE_EXHAUSTED, "request line is larger than the limit")
+            raise message_too_large(self.max_size)
 
     def close(self) -> None:
         rest = bytes(self.buffer).strip()
@@ -463,7 +463,7 @@ class _Delimited:
             else:
                 raise RpcError(Code.INVALID_ARGUMENT, "malformed varint length")
             if length > self.max_size:
-                raise RpcError(Code.RESOURCE_EXHAUSTED, "request message is larger than the limit")
+                raise message_too_large(self.max_size)
             if len(self.buffer) < offset + length:
                 return
             data = bytes(self.buffer[offset : offset + length])
@@ -491,9 +491,7 @@ class _Objects:
                 self.unpacker.feed(chunk)
                 trees = list(self.unpacker)
             except msgpack.BufferFull:
-                raise RpcError(
-                    Code.RESOURCE_EXHAUSTED, "request item is larger than the limit"
-                ) from None
+                raise message_too_large(self.max_size) from None
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
                 raise RpcError(Code.INVALID_ARGUMENT, f"invalid msgpack: {reason}") from None
@@ -507,14 +505,12 @@ class _Objects:
                 tree = cbor2.CBORDecoder(stream).decode()
             except cbor2.CBORDecodeEOF:
                 if len(self.buffer) > self.max_size:
-                    raise RpcError(
-                        Code.RESOURCE_EXHAUSTED, "request item is larger than the limit"
-                    ) from None
+                    raise message_too_large(self.max_size) from None
                 return
             except Exception as exc:
                 raise RpcError(Code.INVALID_ARGUMENT, f"invalid cbor: {exc}") from None
             if stream.tell() > self.max_size:
-                raise RpcError(Code.RESOURCE_EXHAUSTED, "request item is larger than the limit")
+                raise message_too_large(self.max_size)
             del self.buffer[: stream.tell()]
             yield from_tree("cbor", tree, self.message_type)
 
