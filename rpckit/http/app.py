@@ -28,7 +28,7 @@ from rpckit.http.asgi import (
 )
 from rpckit.http.connect_endpoint import ConnectEndpoint
 from rpckit.http.plain import PlainRoute, PlainRouter
-from rpckit.http.routes import PathTemplate
+from rpckit.http.routes import PathTemplate, validate_rules
 from rpckit.interceptors import Interceptor
 from rpckit.service import Service
 
@@ -97,6 +97,7 @@ def create_app(
         max_message_size=max_message_size,
         require_protocol_version=require_protocol_version,
     )
+    validate_rules(method for service in services for method in service.spec().methods)
     connect = []
     plain = []
     for service in services:

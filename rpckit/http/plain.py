@@ -23,7 +23,6 @@ from google.protobuf.message import Message
 
 from rpckit.call import CallRunner, Prepared, Request
 from rpckit.context import Context
-from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import (
     BodyWriter,
@@ -40,15 +39,23 @@ from rpckit.http.asgi import (
 )
 from rpckit.http.filesend import send_file
 from rpckit.http.framing import (
-    FRAMING_TYPES,
     KEEP_ALIVE,
     Framing,
-    accepted_types,
+    Negotiated,
+    NegotiationError,
     deframer_for,
-    negotiate_framing,
+    negotiate_single,
+    negotiate_stream,
+    request_encoding,
     sse_event,
 )
-from rpckit.http.routes import PathTemplate, bind_request, body_type
+from rpckit.http.routes import (
+    PathTemplate,
+    bind_request,
+    decode_body,
+    encode_response_body,
+    response_item,
+)
 from rpckit.metadata import Metadata
 from rpckit.service import HttpRule, MethodKind, MethodSpec
 from rpckit.streams import ByteStream, Event, FileStream, TextStream
@@ -63,15 +70,6 @@ Handler = Callable[..., Any]
 #: Seconds of silence after which an SSE stream gets a keep-alive comment.
 SSE_KEEP_ALIVE = 15.0
 _RAW_OUTPUTS = (Bytes, HttpBody)
-_UNARY_TYPES = {
-    "application/json": "json",
-    "application/cbor": "cbor",
-    "application/msgpack": "msgpack",
-    "application/vnd.msgpack": "msgpack",
-    "application/proto": "proto",
-    "application/x-protobuf": "proto",
-    "application/protobuf": "proto",
-}
 
 
 @dataclass(frozen=True)
@@ -127,6 +125,11 @@ class PlainRouter:
             )
             await responder.finish(ctx, error)
             return
+        try:
+            responder.negotiate()
+        except NegotiationError as error:
+            await responder.finish(ctx, error)
+            return
         call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
         watch = DisconnectWatch(receive, ctx)
         request: Request
@@ -172,21 +175,6 @@ class _PlainRequest:
         raw = self.scope.get("query_string", b"").decode("latin-1")
         return parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="replace")
 
-    def _body_encoding(self) -> Encoding:
-        content_type = self.headers.get("content-type") or "application/json"
-        media = content_type.split(";")[0].strip().lower()
-        name = _UNARY_TYPES.get(media)
-        encoding = self.options.encodings.get(name) if name else None
-        if encoding is None:
-            encoding = self.options.encodings.by_content_type(content_type)
-        if encoding is None:
-            accepted = ", ".join(_UNARY_TYPES)
-            raise RpcError(
-                Code.INVALID_ARGUMENT,
-                f"unsupported request content type {media!r}; accepted: {accepted}",
-            )
-        return encoding
-
     async def message(self) -> Message:
         """The request message, from the path, the query and the body."""
         body_field = self.route.rule.body
@@ -195,13 +183,16 @@ class _PlainRequest:
             raw = await read_body(self.receive, self.options.max_message_size)
             self.ctx.stats.bytes_in += len(raw)
             if raw.strip():
-                body = self._body_encoding().decode(raw, body_type(self.method.input, body_field))
+                encoding = request_encoding(
+                    self.headers.get("content-type"), self.options.encodings
+                )
+                body = decode_body(raw, encoding, self.method.input, body_field)
         request: Message = bind_request(
             self.method.input,
             path_params=self.params,
             query=self._query(),
             body=body,
-            body_field=body_field,
+            body_field="*",
         )
         return request
 
@@ -251,7 +242,9 @@ class _PlainResponder:
         self.started = False
         self.complete = False  # the whole response was sent by send_stream (a file)
         self.streaming = route.method.kind.server_streams
+        self.rule = route.rule
         self.framing: Framing | None = None
+        self.single: Negotiated | None = None
         self.content_type = ""
         self.body = BodyWriter(send)
         self.keep_alive: asyncio.Task[None] | None = None
@@ -265,23 +258,20 @@ class _PlainResponder:
     async def _fail_early(self, error: RpcError, ctx: Context) -> None:
         self.started = True
         ctx.mark_headers_sent()
-        await send_error(
-            self.send, error.code.http_status, error, header_list(ctx.response_headers)
+        status = (
+            error.http_status if isinstance(error, NegotiationError) else error.code.http_status
         )
+        await send_error(self.send, status, error, header_list(ctx.response_headers))
+
+    def negotiate(self) -> None:
+        """Choose the answer's media type from Accept before the handler runs (406 if none)."""
+        accept = self.headers.get("accept")
+        if self.streaming:
+            self.framing = negotiate_stream(accept, self.method.output, self.options.encodings)
+        elif self.method.output not in (*_RAW_OUTPUTS, Text):
+            self.single = negotiate_single(accept, self.options.encodings)
 
     # --- unary answers ---------------------------------------------------------------------
-
-    def _single_encoding(self) -> Encoding:
-        for media in accepted_types(self.headers.get("accept")):
-            name = _UNARY_TYPES.get(media)
-            encoding = self.options.encodings.get(name) if name else None
-            if encoding is not None:
-                return encoding
-            if media in ("*/*", "application/*"):
-                break
-        encoding = self.options.encodings.get("json")
-        assert encoding is not None
-        return encoding
 
     async def _respond_one(self, ctx: Context, response: Message) -> None:
         if isinstance(response, HttpBody):
@@ -289,8 +279,9 @@ class _PlainResponder:
         elif isinstance(response, Text):
             body, content_type = response.text.encode(), "text/plain; charset=utf-8"
         else:
-            encoding = self._single_encoding()
-            body, content_type = encoding.encode(response), encoding.content_type
+            single = self.single or negotiate_single(None, self.options.encodings)
+            body = encode_response_body(response, self.rule.response_body, single.encoding)
+            content_type = single.content_type
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
@@ -305,22 +296,6 @@ class _PlainResponder:
         await self.send({"type": "http.response.body", "body": b"" if head else body})
 
     # --- streams ---------------------------------------------------------------------------
-
-    def _framing(self) -> Framing | None:
-        """The framing for a stream's items; None for raw text or octets."""
-        accept = self.headers.get("accept")
-        output = self.method.output
-        if output in _RAW_OUTPUTS:
-            return None
-        if output is Text:
-            # Raw text unless a framing is preferred over text/plain (or anything).
-            for media in accepted_types(accept):
-                if media in ("text/plain", "text/*", "*/*"):
-                    return None
-                if media in FRAMING_TYPES:
-                    return negotiate_framing(media, self.options.encodings)
-            return None
-        return negotiate_framing(accept, self.options.encodings)
 
     async def send_headers(self, ctx: Context) -> None:
         if self.started or not self.streaming:
@@ -355,7 +330,6 @@ class _PlainResponder:
             ctx.mark_headers_sent()
             self.complete = True
             return True
-        self.framing = self._framing()
         output = self.method.output
         if self.framing is not None:
             self.content_type = self.framing.content_type
@@ -378,9 +352,9 @@ class _PlainResponder:
             if self.first and isinstance(message, HttpBody) and message.content_type:
                 self.content_type = message.content_type
         elif framing.kind == "sse":
-            data = _sse_item(framing, message, event)
+            data = _sse_item(framing, response_item(message, self.rule.response_body), event)
         else:
-            data = framing.item(message)
+            data = framing.item(response_item(message, self.rule.response_body))
         if self.first:
             self.first = False
             await self.send_headers(ctx)
