@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,22 +25,55 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
         raise SystemExit(f"rpckit: expected MODULE:ATTR, got {target!r}")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise SystemExit(f"rpckit: no module named {module_name!r} (from {target})") from None
+        raise  # the module exists but an import inside it failed: its traceback helps
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise SystemExit(f"rpckit: {module_name} has no attribute {attr!r}") from None
     if isinstance(obj, type) and issubclass(obj, Service):
+        if inspect.isabstract(obj):
+            missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+            raise SystemExit(
+                f"rpckit: {target} does not implement {missing}; implement them, or "
+                f"subclass Unimplemented{obj.__name__} to answer them with unimplemented"
+            )
         obj = obj()
     elif callable(obj) and not isinstance(obj, Service):
-        obj = obj(list(argv))
+        try:
+            parameters = inspect.signature(obj).parameters
+        except (TypeError, ValueError):
+            parameters = None
+        if parameters is not None and not parameters:
+            if argv:
+                raise SystemExit(f"rpckit: unrecognised arguments: {' '.join(argv)}")
+            obj = obj()  # a factory without parameters takes no arguments
+        else:
+            obj = obj(list(argv))
     elif argv:
         raise SystemExit(f"rpckit: unrecognised arguments: {' '.join(argv)}")
     services = obj if isinstance(obj, list | tuple) else [obj]
     for service in services:
         if not isinstance(service, Service):
             raise SystemExit(f"rpckit: {target} gave {type(service).__name__}, not a Service")
+    _check_services(services)
     return list(services)
+
+
+def _check_services(services: Sequence[Service]) -> None:
+    """Handler shapes and ``google.api.http`` rules, checked before anything binds a port."""
+    from rpckit.http.routes import validate_rules
+
+    try:
+        for service in services:
+            service.bind()
+        validate_rules(method for service in services for method in service.spec().methods)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"rpckit: {exc}") from None
 
 
 def serve(options: ServeOptions) -> int:

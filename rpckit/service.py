@@ -119,8 +119,31 @@ class Service(abc.ABC):
             raise TypeError(f"{cls.__name__} is not a generated rpckit service") from None
 
     def bind(self) -> list[tuple[MethodSpec[Any, Any], Handler]]:
-        """Each method of the spec with this instance's handler for it."""
-        return [(method, getattr(self, method.handler)) for method in self.spec().methods]
+        """Each method of the spec with this instance's handler for it.
+
+        TypeError (one line, naming the handler) for a handler that is not ``async``: a plain
+        ``def`` would only fail later, on every call.
+        """
+        bound = []
+        for method in self.spec().methods:
+            handler = getattr(self, method.handler)
+            _check_shape(type(self), method, handler)
+            bound.append((method, handler))
+        return bound
+
+
+def _check_shape(cls: type, method: MethodSpec[Any, Any], handler: Handler) -> None:
+    function = inspect.unwrap(getattr(handler, "__func__", handler))
+    if inspect.iscoroutinefunction(function):
+        return
+    if method.kind.server_streams and inspect.isasyncgenfunction(function):
+        return
+    if not inspect.isfunction(function):
+        return  # a callable object: its shape cannot be told before it is called
+    shape = "an async def (or an async generator)" if method.kind.server_streams else "an async def"
+    raise TypeError(
+        f"{cls.__name__}.{method.handler} ({method.path}) must be {shape}, not a plain def"
+    )
 
 
 async def resolve_stream(result: ServerStream[T]) -> AsyncIterator[T]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -162,3 +163,52 @@ async def test_port_in_use_is_a_clear_error(served: tuple[asyncio.subprocess.Pro
     async with grpc.aio.insecure_channel(address) as channel:  # the first server is unharmed
         client = StreamsServiceClient(GrpcTransport(channel))
         assert (await client.get_dog(GetDogRequest(index=1))).name == "Dog 1"
+
+
+BAD_SERVICE = """
+from pathlib import Path
+from examples.streams.server import StreamsExample
+
+class SyncGetDog(StreamsExample):
+    def get_dog(self, request, ctx):
+        return None
+
+def sync_handler():
+    return SyncGetDog(Path("."))
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "expected"),
+    [
+        ("nowhere:svc", [], "rpckit: no module named 'nowhere' (from nowhere:svc)"),
+        (
+            "examples.streams.v1.streams_rpckit:StreamsService",
+            [],
+            "rpckit: examples.streams.v1.streams_rpckit:StreamsService does not implement",
+        ),
+        (
+            "bad_service:sync_handler",
+            [],
+            "rpckit: SyncGetDog.get_dog (/examples.streams.v1.StreamsService/GetDog) must be an "
+            "async def, not a plain def",
+        ),
+        ("bad_service:sync_handler", ["surplus"], "rpckit: unrecognised arguments: surplus"),
+        ("examples.streams.server:create_service", ["--http", "localhost"], "rpckit: "),
+    ],
+)
+async def test_serve_mistakes_are_one_line(
+    tmp_path: Path, target: str, extra: list[str], expected: str
+) -> None:
+    (tmp_path / "bad_service.py").write_text(BAD_SERVICE)
+    args = extra if "--http" in extra else ["--grpc", "127.0.0.1:0", *extra]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rpckit", "serve", target, *args,
+        cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode != 0
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected), lines
