@@ -96,6 +96,8 @@ class _Supervisor:
         self.workers: dict[int, _Worker] = {}
         self.stopping = asyncio.Event()
         self.changed = asyncio.Event()
+        #: Workers whose sentinel reported their exit, not yet restarted.
+        self.exited: list[_Worker] = []
 
     def _spawn(self, index: int) -> _Worker:
         receiver, sender = self.context.Pipe(duplex=False)
@@ -135,6 +137,7 @@ class _Supervisor:
 
         def exited() -> None:
             loop.remove_reader(sentinel)
+            self.exited.append(worker)
             self.changed.set()
 
         loop.add_reader(sentinel, exited)
@@ -167,10 +170,10 @@ class _Supervisor:
                 self.changed.clear()
                 if self.stopping.is_set():
                     return
-                for worker in list(self.workers.values()):
-                    if worker.process.is_alive():
-                        continue
-                    worker.process.join()
+                while self.exited:
+                    worker = self.exited.pop(0)
+                    # The sentinel closes a moment before the exit status can be collected.
+                    await asyncio.get_running_loop().run_in_executor(None, worker.process.join)
                     log.warning(
                         "worker %d (pid %s) %s; restarting",
                         worker.index,
@@ -187,7 +190,7 @@ class _Supervisor:
                         await self._until_ready(replacement)
                     except WorkerFailed as exc:
                         log.error("%s", exc)
-                        self.changed.set()  # try again (after the back-off)
+                        self.exited.append(replacement)  # try again (after the back-off)
                         continue
                     self._watch(replacement)
                     log.info("worker %d restarted, pid %s", worker.index, replacement.process.pid)
