@@ -91,13 +91,16 @@ class _GrpcResponder:
             return
         ctx.mark_headers_sent()
         chosen = ctx.response_compression
+        compressing = False
         if chosen is not None:
             algorithm = _COMPRESSIONS.get(chosen)
             if algorithm is None:
                 log.warning("%s: gRPC cannot compress with %r", ctx.method.path, chosen)
             else:
                 self.context.set_compression(algorithm)
-        if ctx.response_headers:
+                compressing = True
+        # grpcio applies a chosen compression only to initial metadata sent explicitly.
+        if ctx.response_headers or compressing:
             await self.context.send_initial_metadata(to_grpc_metadata(ctx.response_headers))
 
     async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
