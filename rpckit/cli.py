@@ -88,6 +88,7 @@ def serve(options: ServeOptions) -> int:
     try:
         if options.tls is not None:
             check_tls(options.tls)
+        _check_interceptors(options)
         if options.workers > 1:
             supervise(options, lambda name, address: _announce(name, address, None))
             return 0
@@ -103,6 +104,22 @@ def serve(options: ServeOptions) -> int:
         print(f"rpckit: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_interceptors(options: ServeOptions) -> None:
+    """Fail early, in one line, on an ``--interceptor`` or ``--otel`` that cannot work."""
+    from rpckit.interceptors.loading import load_interceptors
+
+    load_interceptors(options.interceptors)
+    if options.otel:
+        try:
+            from rpckit.interceptors.otel import otlp_exporters
+        except ImportError:
+            raise SystemExit("rpckit: --otel needs `pip install rpckit[otel]`") from None
+        try:
+            otlp_exporters()
+        except ValueError as exc:
+            raise SystemExit(f"rpckit: --otel: {exc}") from None
 
 
 def _announce(name: str, address: str, port: int | None) -> None:
@@ -183,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
     _add_production_flags(srv)
+    _add_interceptor_flags(srv)
     srv.add_argument("--log-level", default="info")
 
     args, extra = parser.parse_known_args(argv)
@@ -225,8 +243,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_path=args.liveness_path,
         readiness_path=args.readiness_path,
         log_level=args.log_level,
+        interceptors=tuple(args.interceptor),
+        access_log=args.access_log,
+        otel=args.otel,
     )
     return serve(options)
+
+
+def _add_interceptor_flags(srv: argparse.ArgumentParser) -> None:
+    """The serve flags for what runs around every call: interceptors, access log, OTel."""
+    srv.add_argument(
+        "--interceptor",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="a server interceptor (instance, class or factory) around every call; repeatable",
+    )
+    srv.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per call on rpckit.access at INFO (default: on)",
+    )
+    srv.add_argument(
+        "--otel",
+        action="store_true",
+        help="OpenTelemetry spans and metrics over OTLP, per OTEL_* (needs rpckit[otel])",
+    )
 
 
 def _add_production_flags(srv: argparse.ArgumentParser) -> None:

@@ -2,6 +2,9 @@
 
 Serve it with ``rpckit serve examples.streams.server:create_service --grpc 127.0.0.1:50051``
 (``--files DIR`` picks the directory DownloadFile serves; default: a temp dir with a sample).
+``rpckit serve`` logs one access line per call; add ``--interceptor
+examples.streams.server:upload_auth`` to make UploadAsByteStream need a bearer token
+(``demo-token``, or ``$STREAMS_UPLOAD_TOKEN``; ``guest-token`` is known but not allowed).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import asyncio
 import hashlib
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -30,9 +34,10 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsService
 from rpckit import ByteStream, Code, Context, Event, FileStream, RpcError, Sender, Streaming
+from rpckit.interceptors.auth import BearerAuth
 from rpckit.wellknown import upload_filename
 
-__all__ = ["StreamsExample", "create_service"]
+__all__ = ["StreamsExample", "create_service", "upload_auth"]
 
 log = logging.getLogger("examples.streams")
 
@@ -48,9 +53,7 @@ class StreamsExample(StreamsService):
     def __init__(self, files_dir: Path) -> None:
         self.files_dir = files_dir.resolve()
 
-    async def text_stream(
-        self, request: TextStreamRequest, ctx: Context
-    ) -> Streaming[Event[str]]:
+    async def text_stream(self, request: TextStreamRequest, ctx: Context) -> Streaming[Event[str]]:
         count = _resume(ctx, request.start if request.HasField("start") else 0)
         interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
 
@@ -68,9 +71,7 @@ class StreamsExample(StreamsService):
 
         return Streaming.spawn(produce)
 
-    async def json_stream(
-        self, request: JsonStreamRequest, ctx: Context
-    ) -> Streaming[Event[Dog]]:
+    async def json_stream(self, request: JsonStreamRequest, ctx: Context) -> Streaming[Event[Dog]]:
         interval = _interval(request.interval_ms if request.HasField("interval_ms") else None)
         first = _resume(ctx, 0)
 
@@ -93,9 +94,7 @@ class StreamsExample(StreamsService):
     async def download_file(self, request: DownloadFileRequest, ctx: Context) -> FileStream:
         return FileStream.from_path(self._file(request.name))
 
-    async def upload_file_as_file_stream(
-        self, requests: FileStream, ctx: Context
-    ) -> UploadSummary:
+    async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
         """Stream the upload to disk chunk by chunk (memory stays flat, whatever the size)."""
         target = _unique(self.files_dir, requests.filename or "upload.bin")
         digest = hashlib.sha256()
@@ -209,3 +208,22 @@ def create_service(argv: Sequence[str] = ()) -> StreamsExample:
     if not files.is_dir():
         parser.error(f"--files {files} is not a directory")
     return StreamsExample(files)
+
+
+#: The token the demo accepts for uploads unless ``STREAMS_UPLOAD_TOKEN`` names another.
+DEMO_TOKEN = "demo-token"
+#: A token the demo knows but does not let upload (answered ``permission_denied``).
+GUEST_TOKEN = "guest-token"
+
+
+def upload_auth() -> BearerAuth:
+    """``--interceptor examples.streams.server:upload_auth``: UploadAsByteStream needs
+    ``Authorization: Bearer <token>``; the caller's name goes on ``ctx.principal``."""
+    upload_token = os.environ.get("STREAMS_UPLOAD_TOKEN") or DEMO_TOKEN
+
+    def verify(token: str, ctx: Context) -> str | None:
+        if token == GUEST_TOKEN:
+            raise PermissionError("guests may not upload")
+        return "uploader" if token == upload_token else None
+
+    return BearerAuth(verify, methods={"examples.streams.v1.StreamsService/UploadAsByteStream"})

@@ -48,6 +48,12 @@ class ServeOptions:
     readiness_path: str = "/readyz"
     #: ``--log-level``.
     log_level: str = "info"
+    #: ``--interceptor MODULE:ATTR`` (repeatable): server interceptors, in this order.
+    interceptors: tuple[str, ...] = ()
+    #: ``--access-log`` / ``--no-access-log``: one line per call on ``rpckit.access``.
+    access_log: bool = True
+    #: ``--otel``: OpenTelemetry spans and metrics, exported over OTLP per ``OTEL_*``.
+    otel: bool = False
 
     @property
     def tls(self) -> HttpTls | None:

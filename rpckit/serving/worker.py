@@ -65,8 +65,17 @@ async def serve_process(
     from rpckit.http import Cors, create_app
     from rpckit.http.health import HealthProbes, HealthState
     from rpckit.http.serve import create_http_server
+    from rpckit.interceptors.loading import serve_interceptors
     from rpckit.serving.tls import grpc_credentials
 
+    shutdown_otel = None
+    if options.otel:
+        from rpckit.interceptors.otel import configure_otlp
+
+        shutdown_otel = configure_otlp()
+    interceptors = serve_interceptors(
+        options.interceptors, otel=options.otel, access_log=options.access_log
+    )
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,11 +94,12 @@ async def serve_process(
             reuse_port=reuse_port,
             credentials=grpc_credentials(tls) if tls is not None else None,
             health_servicer=servicer,
+            interceptors=interceptors,
         )
     http_server = None
     if options.http:
         cors = Cors(origins=options.cors_origins) if options.cors_origins else None
-        bridge = create_app(services, static=options.static, cors=cors)
+        bridge = create_app(services, static=options.static, cors=cors, interceptors=interceptors)
         app = HealthProbes(
             bridge,
             health,
@@ -125,6 +135,8 @@ async def serve_process(
             *(s.stop(options.grace) for s in [grpc_server] if s is not None),
             *(s.stop() for s in [http_server] if s is not None),
         )
+        if shutdown_otel is not None:
+            await asyncio.to_thread(shutdown_otel)  # flush the last spans and metrics
 
 
 def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
