@@ -1,0 +1,190 @@
+"""The interceptors through ``python -m rpckit serve`` (a real process): the example's
+``upload_auth`` via ``--interceptor``, checked with a grpcio stub and connect-node; the access
+log on by default, silent at ``--log-level warning``; one-line errors for bad targets."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, UploadSummary
+from rpckit.v1.stream_pb2 import Bytes
+from tests.browser.conftest import ExampleServer, start_example
+from tests.http.test_connect_interop import ES_PROTOS, protoc
+from tests.support import NODE_MODULES, ROOT, node_available, require_tool
+
+UPLOAD = "/examples.streams.v1.StreamsService/UploadAsByteStream"
+GET_DOG = "/examples.streams.v1.StreamsService/GetDog"
+AUTH = ["--interceptor", "examples.streams.server:upload_auth"]
+LOG_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ExampleServer]:
+    """The example with the upload token check, on free loopback ports."""
+    served = start_example(tmp_path, extra=AUTH)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def _upload(channel: grpc.Channel, token: str | None) -> UploadSummary | grpc.RpcError:
+    call = channel.stream_unary(
+        UPLOAD,
+        request_serializer=Bytes.SerializeToString,
+        response_deserializer=UploadSummary.FromString,
+    )
+    metadata = [("authorization", f"Bearer {token}")] if token is not None else []
+    try:
+        summary: UploadSummary = call(iter([Bytes(data=b"abc")]), metadata=metadata, timeout=10)
+    except grpc.RpcError as exc:
+        return exc
+    return summary
+
+
+def test_grpcio_stub_meets_upload_auth_and_the_access_log(server: ExampleServer) -> None:
+    with grpc.insecure_channel(server.grpc) as channel:
+        missing = _upload(channel, None)
+        wrong = _upload(channel, "not-a-token")
+        guest = _upload(channel, "guest-token")
+        good = _upload(channel, "demo-token")
+        get_dog = channel.unary_unary(
+            GET_DOG,
+            request_serializer=GetDogRequest.SerializeToString,
+            response_deserializer=Dog.FromString,
+        )
+        dog = get_dog(GetDogRequest(index=1), timeout=10)  # not protected: no token needed
+    assert isinstance(missing, grpc.RpcError)
+    assert missing.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert missing.details() == "missing credentials: send authorization: Bearer <token>"
+    assert isinstance(wrong, grpc.RpcError)
+    assert (wrong.code(), wrong.details()) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "invalid credentials",
+    )
+    assert isinstance(guest, grpc.RpcError)
+    assert (guest.code(), guest.details()) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "guests may not upload",
+    )
+    assert isinstance(good, UploadSummary)
+    assert good.size == 3
+    assert dog.name == "Dog 1"
+    # one access line per call, in order, with the code each ended with
+    for code in ("UNAUTHENTICATED", "UNAUTHENTICATED", "PERMISSION_DENIED", "OK"):
+        line = server.wait_for_log(rf"rpckit\.access: method={UPLOAD} ", LOG_TIMEOUT)
+        assert f" code={code} " in line
+        assert " transport=grpc dialect=grpc " in line
+        assert re.search(r" peer=ipv[46]:\S+", line)
+    line = server.wait_for_log(rf"rpckit\.access: method={GET_DOG} ", LOG_TIMEOUT)
+    assert re.search(r" code=OK duration_ms=[\d.]+ messages_in=1 bytes_in=2 messages_out=1 ", line)
+
+
+@pytest.fixture(scope="module")
+def es_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """streams.proto as ES modules for connect-node (as in tests/http/test_connect_interop)."""
+    plugin = NODE_MODULES / ".bin" / "protoc-gen-es"
+    require_tool(
+        node_available() and plugin.exists() and (NODE_MODULES / "@connectrpc").is_dir(),
+        "node, @connectrpc/connect-node and @bufbuild/protoc-gen-es are needed (npm ci)",
+    )
+    out = tmp_path_factory.mktemp("connect-es")
+    protoc("es", plugin, out, "target=js,import_extension=js", ES_PROTOS)
+    (out / "node_modules").symlink_to(NODE_MODULES, target_is_directory=True)
+    (out / "package.json").write_text('{"type": "module"}\n')
+    return out
+
+
+def test_connect_node_meets_upload_auth(server: ExampleServer, es_code: Path) -> None:
+    script = ROOT / "tests" / "node" / "auth_client.mjs"
+    done = subprocess.run(
+        ["node", str(script), server.url, str(es_code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {
+        "missing": {
+            "code": "Unauthenticated",
+            "message": "missing credentials: send authorization: Bearer <token>",
+        },
+        "wrong": {"code": "Unauthenticated", "message": "invalid credentials"},
+        "guest": {"code": "PermissionDenied", "message": "guests may not upload"},
+        "demo": {"result": {"size": 3}},
+        "getDog": {"result": {"name": "Dog 1"}},
+    }
+    line = server.wait_for_log(rf"rpckit\.access: method={UPLOAD} ", LOG_TIMEOUT)
+    assert " transport=http dialect=connect code=UNAUTHENTICATED " in line
+
+
+def _serve_once(tmp_path: Path, *flags: str) -> str:
+    """Start the example with ``flags``, make one gRPC call, stop it: everything it printed."""
+    command = [
+        sys.executable, "-m", "rpckit", "serve", "examples.streams.server:create_service",
+        "--grpc", "127.0.0.1:0", *flags, "--files", str(tmp_path),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert process.stdout is not None
+        printed = []
+        address = None
+        while address is None and (line := process.stdout.readline()):  # EOF if it dies
+            printed.append(line)
+            if match := re.search(r"gRPC listening on (\S+)", line):
+                address = match.group(1)
+        assert address is not None, "".join(printed)
+        with grpc.insecure_channel(address) as channel:
+            get_dog = channel.unary_unary(
+                GET_DOG,
+                request_serializer=GetDogRequest.SerializeToString,
+                response_deserializer=Dog.FromString,
+            )
+            assert get_dog(GetDogRequest(index=2), timeout=10).name == "Dog 2"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=20)  # everything up to the exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return "".join(printed) + rest
+
+
+def test_access_log_is_on_by_default_and_quiet_at_warning(tmp_path: Path) -> None:
+    assert f"rpckit.access: method={GET_DOG} " in _serve_once(tmp_path)
+    assert "rpckit.access" not in _serve_once(tmp_path, "--log-level", "warning")
+    assert "rpckit.access" not in _serve_once(tmp_path, "--no-access-log")
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("nocolon", "rpckit: --interceptor expects MODULE:ATTR, got 'nocolon'"),
+        ("no_such_module_x:thing", "rpckit: --interceptor no_such_module_x:thing: No module"),
+        ("examples.streams.server:nothing", "rpckit: examples.streams.server has no attribute"),
+        ("examples.streams.server:DEMO_TOKEN", "gave str, not an rpckit.interceptors"),
+    ],
+)
+def test_bad_interceptor_target_is_a_one_line_error(target: str, error: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rpckit", "serve", "examples.streams.server:create_service",
+         "--grpc", "127.0.0.1:0", "--interceptor", target],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert error in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
