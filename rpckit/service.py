@@ -133,16 +133,13 @@ class Service(abc.ABC):
 
 
 def _check_shape(cls: type, method: MethodSpec[Any, Any], handler: Handler) -> None:
+    if method.kind.server_streams:
+        return  # a plain def returning an async iterable is a valid streaming handler
     function = inspect.unwrap(getattr(handler, "__func__", handler))
-    if inspect.iscoroutinefunction(function):
-        return
-    if method.kind.server_streams and inspect.isasyncgenfunction(function):
-        return
-    if not inspect.isfunction(function):
-        return  # a callable object: its shape cannot be told before it is called
-    shape = "an async def (or an async generator)" if method.kind.server_streams else "an async def"
+    if inspect.iscoroutinefunction(function) or not inspect.isfunction(function):
+        return  # async, or a callable object whose shape cannot be told before a call
     raise TypeError(
-        f"{cls.__name__}.{method.handler} ({method.path}) must be {shape}, not a plain def"
+        f"{cls.__name__}.{method.handler} ({method.path}) must be an async def, not a plain def"
     )
 
 
