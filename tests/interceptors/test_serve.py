@@ -4,13 +4,18 @@ log on by default, silent at ``--log-level warning``; one-line errors for bad ta
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -129,14 +134,24 @@ def test_connect_node_meets_upload_auth(server: ExampleServer, es_code: Path) ->
     assert " transport=http dialect=connect code=UNAUTHENTICATED " in line
 
 
-def _serve_once(tmp_path: Path, *flags: str) -> str:
+def _serve_once(
+    tmp_path: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    metadata: list[tuple[str, str]] | None = None,
+) -> str:
     """Start the example with ``flags``, make one gRPC call, stop it: everything it printed."""
     command = [
         sys.executable, "-m", "rpckit", "serve", "examples.streams.server:create_service",
         "--grpc", "127.0.0.1:0", *flags, "--files", str(tmp_path),
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -153,7 +168,8 @@ def _serve_once(tmp_path: Path, *flags: str) -> str:
                 request_serializer=GetDogRequest.SerializeToString,
                 response_deserializer=Dog.FromString,
             )
-            assert get_dog(GetDogRequest(index=2), timeout=10).name == "Dog 2"
+            dog = get_dog(GetDogRequest(index=2), metadata=metadata or [], timeout=10)
+            assert dog.name == "Dog 2"
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=20)  # everything up to the exit
     finally:
@@ -188,3 +204,72 @@ def test_bad_interceptor_target_is_a_one_line_error(target: str, error: str) -> 
     assert error in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A fake OTLP/HTTP collector: keeps each export request body by path."""
+
+    received: ClassVar[dict[str, list[bytes]]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.received.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_otel_flag_exports_spans_and_metrics_over_otlp(tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: dict[str, list[bytes]] = {}
+    handler = type("Collector", (_Collector,), {"received": received})
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+        "OTEL_SERVICE_NAME": "streams-example",
+    }
+    try:
+        printed = _serve_once(
+            tmp_path,
+            "--otel",
+            env=env,
+            metadata=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")],
+        )
+    finally:
+        collector.shutdown()
+        collector.server_close()
+        thread.join(timeout=10)
+    assert "Traceback" not in printed, printed
+    spans = []
+    for body in received.get("/v1/traces", []):
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            service = {a.key: a.value.string_value for a in resource.resource.attributes}
+            assert service["service.name"] == "streams-example"
+            spans += [s for scope in resource.scope_spans for s in scope.spans]
+    (span,) = spans
+    assert span.name == GET_DOG[1:]
+    assert span.trace_id.hex() == trace_id
+    assert span.parent_span_id.hex() == "00f067aa0ba902b7"
+    names = set()
+    for body in received.get("/v1/metrics", []):
+        metrics_request = ExportMetricsServiceRequest.FromString(body)
+        for resource_metrics in metrics_request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                names |= {m.name for m in scope_metrics.metrics}
+    assert "rpc.server.call.duration" in names
