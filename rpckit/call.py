@@ -105,6 +105,13 @@ class Drain:
     def __len__(self) -> int:
         return len(self._running)
 
+    def end(self, task: asyncio.Task[Any]) -> None:
+        """End one call in flight with ``unavailable`` now (a WebSocket at shutdown, which
+        the server would otherwise drop without a status)."""
+        if task in self._running:
+            self._cancelled.add(task)
+            task.cancel()
+
     def _add(self, task: asyncio.Task[Any]) -> None:
         self._running.add(task)
 

@@ -1,0 +1,205 @@
+"""The gRPC-Web protocol's wire rules, free of I/O: content types, frames, the trailer frame,
+the base64 ``-text`` variant (decoded and encoded incrementally), ``grpc-timeout`` and
+``grpc-message`` escaping. Server and tests build on these.
+
+A gRPC-Web body is a sequence of 5-byte-prefixed frames (flags, big-endian length) like
+gRPC's: flag 0x01 marks a compressed message, flag 0x80 the trailer frame, whose payload is
+HTTP/1-style ``key: value\\r\\n`` lines (``grpc-status``, ``grpc-message``, metadata).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from collections.abc import Iterable, Iterator
+from urllib.parse import quote, unquote
+
+from rpckit.errors import Code, RpcError, message_too_large
+from rpckit.metadata import Metadata
+
+__all__ = [
+    "FLAG_COMPRESSED",
+    "FLAG_TRAILER",
+    "PROTOCOL_HEADERS",
+    "Base64Decoder",
+    "FrameReader",
+    "GrpcWebType",
+    "frame",
+    "parse_content_type",
+    "parse_grpc_timeout",
+    "parse_trailers",
+    "trailer_frame",
+]
+
+FLAG_COMPRESSED = 0x01
+FLAG_TRAILER = 0x80
+_HEADER = struct.Struct(">BI")
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+#: Request headers that belong to the protocol, not to the call's metadata.
+PROTOCOL_HEADERS = frozenset(
+    {
+        "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "x-grpc-web", "x-user-agent",
+        "te", "content-type", "content-length", "accept", "accept-encoding", "host",
+        "connection", "keep-alive", "transfer-encoding", "origin", "referer", "user-agent",
+    }
+)  # fmt: skip
+
+
+class GrpcWebType:
+    """A parsed ``application/grpc-web[-text][+codec]`` content type."""
+
+    __slots__ = ("codec", "text")
+
+    def __init__(self, codec: str, text: bool) -> None:
+        #: The message codec's name: ``proto`` when the type names none.
+        self.codec = codec
+        #: True for the base64 ``-text`` variant.
+        self.text = text
+
+    def content_type(self) -> str:
+        """The response content type: the request's, with the codec spelled out."""
+        return f"application/grpc-web{'-text' if self.text else ''}+{self.codec}"
+
+
+def parse_content_type(value: str) -> GrpcWebType | None:
+    """The gRPC-Web type of a ``Content-Type`` value, or None if it is not gRPC-Web."""
+    main = value.split(";", 1)[0].strip().lower()
+    for prefix, text in (("application/grpc-web-text", True), ("application/grpc-web", False)):
+        if main == prefix:
+            return GrpcWebType("proto", text)
+        if main.startswith(prefix + "+"):
+            codec = main[len(prefix) + 1 :]
+            return GrpcWebType(codec, text) if codec else None
+    return None
+
+
+def frame(data: bytes, flags: int = 0) -> bytes:
+    """One frame: a flags byte, a 4-byte big-endian length, the data."""
+    return _HEADER.pack(flags, len(data)) + data
+
+
+class FrameReader:
+    """Splits a byte stream into (flags, data) frames as chunks arrive.
+
+    A frame longer than ``max_size`` is refused from its header alone, before it is buffered.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        """Add a chunk; yield every frame it completes."""
+        self._buffer += chunk
+        while len(self._buffer) >= _HEADER.size:
+            flags, length = _HEADER.unpack_from(self._buffer)
+            if length > self.max_size:
+                raise message_too_large(self.max_size)
+            end = _HEADER.size + length
+            if len(self._buffer) < end:
+                return
+            data = bytes(self._buffer[_HEADER.size : end])
+            del self._buffer[:end]
+            yield flags, data
+
+    def close(self) -> None:
+        """The body ended: fail if it stopped inside a frame."""
+        if self._buffer:
+            raise RpcError(
+                Code.INVALID_ARGUMENT,
+                f"request body ended inside a frame ({len(self._buffer)} bytes left over)",
+            )
+
+
+class Base64Decoder:
+    """Decodes a ``grpc-web-text`` body chunk by chunk.
+
+    Clients may encode each frame separately, so padding can appear in the middle of the
+    body: every complete 4-character group is decoded on its own. Whitespace is ignored.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes that the complete groups so far decode to."""
+        data = self._pending + bytes(c for c in chunk if c not in b" \t\r\n")
+        usable = len(data) - len(data) % 4
+        self._pending = data[usable:]
+        if not usable:
+            return b""
+        try:
+            if b"=" not in data[: usable - 4]:
+                return base64.b64decode(data[:usable], validate=True)
+            return b"".join(
+                base64.b64decode(data[i : i + 4], validate=True) for i in range(0, usable, 4)
+            )
+        except (binascii.Error, ValueError):
+            raise RpcError(
+                Code.INVALID_ARGUMENT, "grpc-web-text request body is not valid base64"
+            ) from None
+
+    def close(self) -> None:
+        """The body ended: fail on a dangling partial group."""
+        if self._pending:
+            raise RpcError(
+                Code.INVALID_ARGUMENT, "grpc-web-text request body ends inside a base64 group"
+            )
+
+
+def parse_grpc_timeout(value: str | None) -> float | None:
+    """Seconds from a ``grpc-timeout`` header (``1S``, ``250m``: at most 8 digits and a unit)."""
+    if value is None:
+        return None
+    match = _TIMEOUT.fullmatch(value.strip())
+    if match is None:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n), not {value!r}",
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def encode_message(message: str) -> str:
+    """``grpc-message`` as the gRPC spec wants it: percent-encoded outside printable ASCII."""
+    return quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def trailer_frame(code: Code, message: str, trailers: Iterable[tuple[str, str]]) -> bytes:
+    """The final frame (flag 0x80): ``grpc-status``, ``grpc-message`` and the trailers."""
+    lines = [f"grpc-status:{int(code)}"]
+    if message:
+        lines.append(f"grpc-message:{encode_message(message)}")
+    for key, value in trailers:
+        if "\r" in value or "\n" in value:
+            continue  # a value cannot span lines; dropping it beats corrupting the frame
+        lines.append(f"{key.lower()}:{value}")
+    return frame(("\r\n".join(lines) + "\r\n").encode("latin-1", errors="replace"), FLAG_TRAILER)
+
+
+def parse_trailers(data: bytes) -> Metadata:
+    """The trailers of a trailer frame's payload (keys lower-cased; ``grpc-message`` decoded)."""
+    trailers = Metadata()
+    for line in data.decode("latin-1").split("\r\n"):
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise RpcError(Code.INTERNAL, f"malformed trailer line {line!r}")
+        key = key.strip().lower()
+        value = value.strip()
+        trailers.add(key, unquote(value) if key == "grpc-message" else value)
+    return trailers
+
+
+def request_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
+    """The call metadata in gRPC-Web request headers: all but the protocol's own."""
+    metadata = Metadata()
+    for key, value in headers:
+        key = key.lower()
+        if key not in PROTOCOL_HEADERS and not key.startswith(("sec-", "access-control-")):
+            metadata.add(key, value)
+    return metadata
