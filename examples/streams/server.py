@@ -30,6 +30,7 @@ from examples.streams.v1.streams_pb2 import (
     ListFilesRequest,
     ListFilesResponse,
     TextStreamRequest,
+    UploadProgress,
     UploadSummary,
 )
 from examples.streams.v1.streams_rpckit import StreamsService
@@ -137,6 +138,20 @@ class StreamsExample(StreamsService):
                 yield ChatMessage(text=message.text.upper())
 
         return echo()
+
+    async def upload_with_progress(
+        self, requests: ByteStream, ctx: Context
+    ) -> AsyncIterator[UploadProgress]:
+        async def report() -> AsyncIterator[UploadProgress]:
+            digest = hashlib.sha256()
+            received = 0
+            async for chunk in requests:
+                digest.update(chunk)
+                received += len(chunk)
+                yield UploadProgress(received=received)
+            yield UploadProgress(received=received, sha256=digest.hexdigest())
+
+        return report()
 
     def _file(self, name: str) -> Path:
         """The file ``name`` in files_dir; anything that is not a plain file there is not_found."""

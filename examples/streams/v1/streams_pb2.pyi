@@ -9,6 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class UploadProgress(_message.Message):
+    __slots__ = ("received", "sha256")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    sha256: str
+    def __init__(self, received: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
 class TextStreamRequest(_message.Message):
     __slots__ = ("start", "interval_ms")
     START_FIELD_NUMBER: _ClassVar[int]

@@ -128,6 +128,15 @@ class StreamsServiceMethods:
         output=_examples_streams_v1_streams__pb2.ChatMessage,
     )
 
+    upload_with_progress: Final[MethodSpec[_rpckit_v1_stream__pb2.Bytes, _examples_streams_v1_streams__pb2.UploadProgress]] = MethodSpec(
+        service="examples.streams.v1.StreamsService",
+        name="UploadWithProgress",
+        handler="upload_with_progress",
+        kind=MethodKind.BIDI_STREAM,
+        input=_rpckit_v1_stream__pb2.Bytes,
+        output=_examples_streams_v1_streams__pb2.UploadProgress,
+    )
+
 
 STREAMS_SERVICE: Final = ServiceSpec(
     name="examples.streams.v1.StreamsService",
@@ -142,6 +151,7 @@ STREAMS_SERVICE: Final = ServiceSpec(
         StreamsServiceMethods.adopt_dogs,
         StreamsServiceMethods.get_dog,
         StreamsServiceMethods.chat,
+        StreamsServiceMethods.upload_with_progress,
     ),
 )
 
@@ -197,7 +207,13 @@ class StreamsService(Service, abc.ABC):
 
     @abc.abstractmethod
     def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.ChatMessage | Event[_examples_streams_v1_streams__pb2.ChatMessage]]:
-        """Echoes every message upper-cased (bidi: gRPC only)."""
+        """Echoes every message upper-cased (bidi: over gRPC and WebSocket)."""
+
+    @abc.abstractmethod
+    def upload_with_progress(self, requests: ByteStream, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.UploadProgress | Event[_examples_streams_v1_streams__pb2.UploadProgress]]:
+        """Receives an upload in chunks and reports the bytes received after each one; the last
+        report also carries the sha256 (bidi: over gRPC and WebSocket).
+        """
 
 
 class UnimplementedStreamsService(StreamsService):
@@ -232,6 +248,9 @@ class UnimplementedStreamsService(StreamsService):
 
     async def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> AsyncIterable[_examples_streams_v1_streams__pb2.ChatMessage | Event[_examples_streams_v1_streams__pb2.ChatMessage]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/Chat is not implemented")
+
+    async def upload_with_progress(self, requests: ByteStream, ctx: Context) -> AsyncIterable[_examples_streams_v1_streams__pb2.UploadProgress | Event[_examples_streams_v1_streams__pb2.UploadProgress]]:
+        raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/UploadWithProgress is not implemented")
 
 
 class StreamsServiceClient:
@@ -360,6 +379,20 @@ class StreamsServiceClient:
         metadata: MetadataLike | None = None,
         response: ResponseMetadata | None = None,
     ) -> StreamCall[_examples_streams_v1_streams__pb2.ChatMessage]:
-        """Echoes every message upper-cased (bidi: gRPC only)."""
+        """Echoes every message upper-cased (bidi: over gRPC and WebSocket)."""
         options = CallOptions(timeout, metadata, response)
         return self.transport.bidi_stream(StreamsServiceMethods.chat, requests, options)
+
+    def upload_with_progress(
+        self,
+        requests: AsyncIterable[_rpckit_v1_stream__pb2.Bytes] | Iterable[_rpckit_v1_stream__pb2.Bytes],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCall[_examples_streams_v1_streams__pb2.UploadProgress]:
+        """Receives an upload in chunks and reports the bytes received after each one; the last
+        report also carries the sha256 (bidi: over gRPC and WebSocket).
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.bidi_stream(StreamsServiceMethods.upload_with_progress, requests, options)
