@@ -111,6 +111,7 @@ def test_method_table_matches_the_proto() -> None:
         "AdoptDogs": MethodKind.CLIENT_STREAM,
         "GetDog": MethodKind.UNARY,
         "Chat": MethodKind.BIDI_STREAM,
+        "UploadWithProgress": MethodKind.BIDI_STREAM,
     }
     get_dog = spec.by_name["GetDog"]
     assert get_dog.idempotency is Idempotency.NO_SIDE_EFFECTS
