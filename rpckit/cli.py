@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -89,6 +90,13 @@ def serve(options: ServeOptions) -> int:
         if options.tls is not None:
             check_tls(options.tls)
         _check_interceptors(options)
+        if options.docs:
+            from rpckit.tools.docs import ViewerMissing, find_viewer
+
+            try:
+                find_viewer()
+            except ViewerMissing as exc:
+                raise SystemExit(f"rpckit: {exc}") from None
         if options.workers > 1:
             supervise(options, lambda name, address: _announce(name, address, None))
             return 0
@@ -167,6 +175,23 @@ def _protos_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from rpckit.tools.openapi import document_from_protos
+    from rpckit.tools.schema import SchemaError
+
+    paths = [Path(p) for p in args.proto_path or ["protos"]]
+    try:
+        text = json.dumps(document_from_protos(paths, args.protos, title=args.title), indent=2)
+    except (SchemaError, ValueError) as exc:
+        print(f"rpckit openapi: {exc}", file=sys.stderr)
+        return 1
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpckit`` command."""
     parser = argparse.ArgumentParser(prog="rpckit", description=__doc__)
@@ -186,6 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--link", metavar="DIR", help="symlink google/* and rpckit protos into DIR (for buf)"
     )
 
+    from rpckit.tools import call as call_tool
+
+    call_tool.add_parser(commands)
+    api = commands.add_parser("openapi", help="write the OpenAPI 3.1 document of the HTTP routes")
+    api.add_argument("protos", nargs="*", help="files relative to a -I path (default: all)")
+    api.add_argument("-I", "--proto-path", action="append", default=None, help="default: protos")
+    api.add_argument("-o", "--out", type=Path, help="output file (default: stdout)")
+    api.add_argument("--title", default="rpckit API", help="info.title")
+
     srv = commands.add_parser("serve", help="serve MODULE:ATTR on gRPC and/or HTTP/1.1")
     srv.add_argument("target", help="MODULE:ATTR: a Service, a list, or a factory(argv)")
     srv.add_argument("--grpc", metavar="HOST:PORT", help="gRPC address, e.g. 127.0.0.1:50051")
@@ -199,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="let pages on ORIGIN (or *) call the HTTP bridge; repeatable",
     )
     srv.add_argument("--grace", type=float, default=5.0, help="shutdown grace in seconds")
+    srv.add_argument(
+        "--docs", action="store_true", help="serve /docs (Swagger UI) and /docs/openapi.json"
+    )
+    srv.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart on .py/.proto changes under the current directory (regenerates code)",
+    )
     _add_production_flags(srv)
     _add_interceptor_flags(srv)
     srv.add_argument("--log-level", default="info")
@@ -213,6 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
         return _protos_path(args)
+    if args.command in ("call", "openapi"):
+        if extra:
+            parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        if args.command == "openapi":
+            return _openapi(args)
+        return call_tool.main(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not args.grpc and not args.http:
         parser.error("serve needs --grpc HOST:PORT and/or --http HOST:PORT")
@@ -246,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         interceptors=tuple(args.interceptor),
         access_log=args.access_log,
         otel=args.otel,
+        docs=args.docs,
+        reload=args.reload,
     )
+    if options.reload:
+        from rpckit.serving.reload import serve_with_reload
+
+        return serve_with_reload(options, list(argv if argv is not None else sys.argv[1:]))
     return serve(options)
 
 

@@ -54,6 +54,11 @@ class ServeOptions:
     access_log: bool = True
     #: ``--otel``: OpenTelemetry spans and metrics, exported over OTLP per ``OTEL_*``.
     otel: bool = False
+    #: ``--docs``: the docs page at ``/docs`` and the OpenAPI document at ``/docs/openapi.json``.
+    docs: bool = False
+    #: ``--reload``: restart on a .py or .proto change under the current directory
+    #: (regenerating code first for a .proto change).
+    reload: bool = False
 
     @property
     def tls(self) -> HttpTls | None:

@@ -99,9 +99,17 @@ async def serve_process(
     http_server = None
     if options.http:
         cors = Cors(origins=options.cors_origins) if options.cors_origins else None
-        bridge = create_app(services, static=options.static, cors=cors, interceptors=interceptors)
+        from rpckit.tools.reflection import reflection_services
+
+        served = [*services, *reflection_services(services)]  # reflection over Connect too
+        bridge = create_app(served, static=options.static, cors=cors, interceptors=interceptors)
+        front: Any = bridge
+        if options.docs:
+            from rpckit.tools.docs import DocsPage, find_viewer
+
+            front = DocsPage(bridge, services, find_viewer())
         app = HealthProbes(
-            bridge,
+            front,
             health,
             liveness_path=options.liveness_path,
             readiness_path=options.readiness_path,

@@ -1,0 +1,468 @@
+"""OpenAPI 3.1 for the plain HTTP routes (``google.api.http``), free of I/O: method specs in,
+a JSON-ready dict out.
+
+Messages become JSON Schemas per the protobuf JSON mapping (lowerCamelCase names, int64 as
+string, enums by name, well-known types as their JSON forms, maps as objects). Streams are
+described as the bridge sends them: NDJSON, SSE (with its ``error`` and ``end`` events) or
+raw text and bytes with their headers. Errors are the bridge's JSON error object.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from rpckit.errors import Code
+from rpckit.service import HttpRule, MethodKind, MethodSpec
+
+__all__ = ["ERROR_SCHEMA", "document", "document_from_protos", "http_rules"]
+
+OPENAPI_VERSION = "3.1.0"
+_TEXT = "rpckit.v1.Text"
+_RAW = ("rpckit.v1.Bytes", "google.api.HttpBody")
+_INT64 = {
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64,
+}  # fmt: skip
+_INT32 = {
+    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32,
+}  # fmt: skip
+_UNSIGNED = {
+    FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64,
+}  # fmt: skip
+_FLOAT_WORDS = ["NaN", "Infinity", "-Infinity"]
+
+#: The bridge's error body (the Connect ``Error`` object).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code"],
+    "properties": {
+        "code": {"type": "string", "enum": sorted({c.connect_name for c in Code if c != Code.OK})},
+        "message": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "value"],
+                "properties": {
+                    "type": {"type": "string", "description": "the detail's message type"},
+                    "value": {"type": "string", "description": "base64 protobuf (unpadded)"},
+                    "debug": {"description": "the detail as JSON, when the server knows it"},
+                },
+            },
+        },
+    },
+}
+
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {"type": "string", "description": "comma-separated paths"},
+    "google.protobuf.Struct": {"type": "object"},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
+    "google.protobuf.Any": {
+        "type": "object",
+        "required": ["@type"],
+        "properties": {"@type": {"type": "string"}},
+    },
+    "google.protobuf.BoolValue": {"type": ["boolean", "null"]},
+    "google.protobuf.StringValue": {"type": ["string", "null"]},
+    "google.protobuf.BytesValue": {"type": ["string", "null"], "contentEncoding": "base64"},
+    "google.protobuf.Int32Value": {"type": ["integer", "null"], "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": ["integer", "null"], "minimum": 0},
+    "google.protobuf.Int64Value": {"type": ["string", "integer", "null"], "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": ["string", "integer", "null"], "format": "uint64"},
+    "google.protobuf.FloatValue": {"type": ["number", "string", "null"]},
+    "google.protobuf.DoubleValue": {"type": ["number", "string", "null"]},
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+class _Schemas:
+    """Collects one component schema per message and enum reached from the routes."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {"rpckit.Error": ERROR_SCHEMA}
+
+    def message(self, message: Descriptor) -> dict[str, Any]:
+        known = _WELL_KNOWN.get(message.full_name)
+        if known is not None:
+            return dict(known)
+        if message.full_name not in self.components:
+            self.components[message.full_name] = {}  # placeholder: recursion ends here
+            properties: dict[str, Any] = {}
+            for field in message.fields:
+                properties[field.json_name] = self.field(field)
+            schema: dict[str, Any] = {"type": "object", "properties": properties}
+            oneofs = [o for o in message.oneofs if len(o.fields) > 1]
+            if oneofs:
+                schema["description"] = "; ".join(
+                    f"at most one of {', '.join(f.json_name for f in o.fields)}" for o in oneofs
+                )
+            self.components[message.full_name] = schema
+        return _ref(message.full_name)
+
+    def enum(self, enum: EnumDescriptor) -> dict[str, Any]:
+        if enum.full_name == "google.protobuf.NullValue":
+            return {"type": "null"}
+        if enum.full_name not in self.components:
+            self.components[enum.full_name] = {
+                "anyOf": [
+                    {"type": "string", "enum": [v.name for v in enum.values]},
+                    {"type": "integer", "description": "the value's number"},
+                ]
+            }
+        return _ref(enum.full_name)
+
+    def field(self, field: FieldDescriptor) -> dict[str, Any]:
+        if _is_map(field):
+            _, value = _entry(field).fields
+            return {"type": "object", "additionalProperties": self.single(value)}
+        item = self.single(field)
+        if _repeated(field):
+            return {"type": "array", "items": item}
+        return item
+
+    def single(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.message_type is not None:
+            return self.message(field.message_type)
+        if field.enum_type is not None:
+            return self.enum(field.enum_type)
+        return scalar_schema(field.type)
+
+
+def scalar_schema(kind: int) -> dict[str, Any]:
+    """The JSON Schema of a scalar field type, per the protobuf JSON mapping."""
+    if kind in _INT64:
+        fmt = "uint64" if kind in _UNSIGNED else "int64"
+        return {"type": ["string", "integer"], "format": fmt, "pattern": r"^-?[0-9]+$"}
+    if kind in _INT32:
+        schema: dict[str, Any] = {"type": "integer"}
+        if kind in _UNSIGNED:
+            schema.update(minimum=0, maximum=2**32 - 1)
+        else:
+            schema.update(minimum=-(2**31), maximum=2**31 - 1)
+        return schema
+    if kind in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return {"anyOf": [{"type": "number"}, {"type": "string", "enum": _FLOAT_WORDS}]}
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return {"type": "boolean"}
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return {"type": "string", "contentEncoding": "base64"}
+    return {"type": "string"}
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    return field.is_repeated
+
+
+def _entry(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+_VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
+
+
+def _path(template: str) -> tuple[str, list[tuple[str, str]]]:
+    """An OpenAPI path for an http.proto template and its parameters (name, field path).
+
+    A variable's literal segments stay in the path (``{name=shelves/*}`` ->
+    ``shelves/{name}``); its value is still the whole match, as the bridge binds it.
+    """
+    params: list[tuple[str, str]] = []
+
+    def replace(match: re.Match[str]) -> str:
+        field, pattern = match.group(1), match.group(2) or "*"
+        wild = [s for s in pattern.split("/") if s in ("*", "**")]
+        out = []
+        for segment in pattern.split("/"):
+            if segment in ("*", "**"):
+                name = field if len(wild) == 1 else f"{field}_{len(params) + 1}"
+                params.append((name, field))
+                out.append("{" + name + "}")
+            else:
+                out.append(segment)
+        return "/".join(out)
+
+    return _VARIABLE.sub(replace, template), params
+
+
+def _query(
+    schemas: _Schemas, message: Descriptor, bound: set[str], prefix: str, depth: int
+) -> list[dict[str, Any]]:
+    """Query parameters for the fields not bound by the path or the body."""
+    out: list[dict[str, Any]] = []
+    for field in message.fields:
+        name = prefix + field.json_name
+        if name in bound or prefix + field.name in bound:
+            continue
+        if _is_map(field):
+            continue  # maps cannot be given in a query string
+        sub = field.message_type
+        if sub is not None and sub.full_name not in _WELL_KNOWN:
+            if not _repeated(field) and depth < 3:
+                out += _query(schemas, sub, bound, name + ".", depth + 1)
+            continue
+        if sub is not None and sub.full_name == "google.protobuf.Any":
+            continue
+        schema = schemas.field(field)
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
+        if _repeated(field):
+            param.update(style="form", explode=True)
+        out.append(param)
+    return out
+
+
+def _field_by_path(message: Descriptor, path: str) -> FieldDescriptor | None:
+    field = None
+    current: Descriptor | None = message
+    for part in path.split("."):
+        if current is None:
+            return None
+        field = current.fields_by_name.get(part)
+        if field is None:
+            return None
+        current = field.message_type
+    return field
+
+
+_RAW_HEADERS = {
+    "Content-Disposition": {"description": "the file name, for downloads"},
+    "X-Content-Size": {"description": "the total size in bytes, when known"},
+    "Accept-Ranges": {"description": "`bytes` when the handler sends a file (Range works)"},
+    "ETag": {"description": "for files: the entity tag (If-Range, If-None-Match)"},
+    "Last-Modified": {"description": "for files"},
+}
+
+
+def _headers(names: Iterable[str]) -> dict[str, Any]:
+    return {n: {**_RAW_HEADERS[n], "schema": {"type": "string"}} for n in names}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("rpckit.Error")}},
+    }
+
+
+def _responses(schemas: _Schemas, method: MethodSpec[Any, Any], rule: HttpRule) -> dict[str, Any]:
+    output: Descriptor = method.output.DESCRIPTOR
+    item: dict[str, Any]
+    if rule.response_body:
+        field = _field_by_path(output, rule.response_body)
+        item = schemas.field(field) if field is not None else {}
+    else:
+        item = schemas.message(output)
+    responses: dict[str, Any] = {}
+    if not method.kind.server_streams:
+        responses["200"] = {
+            "description": f"the {output.name}",
+            "content": {"application/json": {"schema": item}},
+        }
+    elif output.full_name == _TEXT:
+        responses["200"] = {
+            "description": "the text as it is produced (raw UTF-8, chunk by chunk); an error "
+            "after the first byte cuts the body off without its last chunk",
+            "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
+        }
+    elif output.full_name in _RAW:
+        raw = "the bytes as they are produced; an error after the first byte cuts the body off"
+        responses["200"] = {
+            "description": raw,
+            "headers": _headers(_RAW_HEADERS),
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+        responses["206"] = {
+            "description": "the requested range of a file (Range: bytes=...)",
+            "headers": _headers(["Content-Disposition", "X-Content-Size", "ETag"]),
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+        responses["416"] = _error_response("the range is not satisfiable")
+    else:
+        name = output.full_name
+        responses["200"] = {
+            "description": (
+                f"a stream of {name}, framed by Accept. NDJSON (default): one JSON {name} per "
+                'line, and on failure a last line {"error": Error}. SSE: one `data:` event per '
+                "item, an `event: error` with the Error JSON on failure, and `event: end` when "
+                "the stream is complete. Also CBOR and MessagePack sequences and "
+                "varint-delimited protobuf."
+            ),
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}, "x-rpckit-item": item},
+                "text/event-stream": {"schema": {"type": "string"}, "x-rpckit-item": item},
+                "application/cbor-seq": {"schema": {"type": "string"}},
+                "application/vnd.msgpack-seq": {"schema": {"type": "string"}},
+                "application/x-protobuf-delimited": {"schema": {"type": "string"}},
+            },
+        }
+    responses["default"] = _error_response(
+        "an error before the first byte: the status follows the code (404 not_found, "
+        "400 invalid_argument, ...)"
+    )
+    return responses
+
+
+def _request_body(
+    schemas: _Schemas, method: MethodSpec[Any, Any], rule: HttpRule
+) -> dict[str, Any] | None:
+    if not rule.body:
+        return None
+    message: Descriptor = method.input.DESCRIPTOR
+    if rule.body == "*":
+        schema = schemas.message(message)
+    else:
+        field = _field_by_path(message, rule.body)
+        schema = schemas.field(field) if field is not None else {}
+    if not method.kind.client_streams:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+    if message.full_name in _RAW or message.full_name == _TEXT:
+        kind = "text/plain" if message.full_name == _TEXT else "application/octet-stream"
+        return {
+            "required": True,
+            "description": "the raw body, streamed to the handler as it arrives",
+            "content": {kind: {"schema": {"type": "string"}}},
+        }
+    return {
+        "required": True,
+        "description": f"a stream of {message.full_name}: one JSON document per line "
+        "(also SSE-free sequences: CBOR, MessagePack, varint-delimited protobuf)",
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}, "x-rpckit-item": schema}
+        },
+    }
+
+
+def document(
+    methods: Iterable[MethodSpec[Any, Any]],
+    *,
+    title: str = "rpckit API",
+    version: str = "0",
+    description: str | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the plain routes of ``methods`` (methods without
+    ``google.api.http`` rules have only Connect endpoints and are left out)."""
+    schemas = _Schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        for index, rule in enumerate(method.http):
+            path, params = _path(rule.path)
+            verb = rule.method.lower()
+            operations = paths.setdefault(path, {})
+            if verb in operations:
+                continue  # two templates that differ only in their variable patterns
+            message: Descriptor = method.input.DESCRIPTOR
+            parameters: list[dict[str, Any]] = []
+            for name, field_path in params:
+                field = _field_by_path(message, field_path)
+                schema = schemas.single(field) if field is not None else {"type": "string"}
+                if "$ref" in schema or "type" not in schema or "null" in str(schema.get("type")):
+                    schema = {"type": "string"}
+                parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+            if rule.body != "*":
+                bound = {m.group(1) for m in _VARIABLE.finditer(rule.path)}
+                if rule.body:
+                    bound.add(rule.body)
+                parameters += _query(schemas, message, bound, "", 0)
+            operation: dict[str, Any] = {
+                "operationId": f"{method.service}.{method.name}" + (f".{index}" if index else ""),
+                "summary": f"{method.name} ({method.kind.value.replace('_', ' ')})",
+                "tags": [method.service],
+                "description": f"Connect: POST {method.path}",
+                "parameters": parameters,
+                "responses": _responses(schemas, method, rule),
+            }
+            body = _request_body(schemas, method, rule)
+            if body is not None:
+                operation["requestBody"] = body
+            if method.kind == MethodKind.BIDI_STREAM:
+                operation["description"] += "; bidi streams need gRPC or WebSocket"
+            operations[verb] = operation
+    info: dict[str, Any] = {"title": title, "version": version}
+    if description:
+        info["description"] = description
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": info,
+        "paths": paths,
+        "components": {"schemas": schemas.components},
+    }
+
+
+def http_rules(method: descriptor_pb2.MethodDescriptorProto) -> tuple[HttpRule, ...]:
+    """The ``google.api.http`` rules of a method, as the generator reads them."""
+    from google.api import annotations_pb2
+
+    extension: Any = annotations_pb2.http
+    if not method.options.HasExtension(extension):
+        return ()
+    top = method.options.Extensions[extension]
+    rules = []
+    for rule in [top, *top.additional_bindings]:
+        pattern = rule.WhichOneof("pattern")
+        if pattern is None:
+            raise ValueError(f"{method.name}: google.api.http rule without a pattern")
+        if pattern == "custom":
+            verb, path = rule.custom.kind.upper(), rule.custom.path
+        else:
+            verb, path = pattern.upper(), getattr(rule, pattern)
+        rules.append(HttpRule(verb, path, rule.body, rule.response_body))
+    return tuple(rules)
+
+
+def methods_of(
+    files: Sequence[descriptor_pb2.FileDescriptorProto], only: Iterable[str] = ()
+) -> list[MethodSpec[Any, Any]]:
+    """Method specs (dynamic messages, http rules) of the services in ``files`` (or in the
+    files named in ``only``)."""
+    from rpckit.tools.schema import Schema
+
+    schema = Schema(files)
+    wanted = set(only) or {f.name for f in files}
+    out = []
+    for f in files:
+        if f.name not in wanted:
+            continue
+        for service in f.service:
+            full = f"{f.package}.{service.name}" if f.package else service.name
+            for method in service.method:
+                spec = schema.method_spec(f"{full}/{method.name}")
+                out.append(_with_rules(spec, http_rules(method)))
+    return out
+
+
+def _with_rules(spec: MethodSpec[Any, Any], rules: tuple[HttpRule, ...]) -> MethodSpec[Any, Any]:
+    return MethodSpec(
+        service=spec.service, name=spec.name, handler=spec.handler, kind=spec.kind,
+        input=spec.input, output=spec.output, idempotency=spec.idempotency, http=rules,
+    )  # fmt: skip
+
+
+def document_from_protos(
+    proto_paths: Sequence[Path], protos: Sequence[str] = (), *, title: str = "rpckit API"
+) -> dict[str, Any]:
+    """``rpckit openapi``: compile ``protos`` (default: all under ``proto_paths``) and
+    describe their routes."""
+    from rpckit.tools.schema import compile_protos
+
+    files = compile_protos(proto_paths, protos)
+    only = protos or [f.name for f in files if any((p / f.name).is_file() for p in proto_paths)]
+    return document(methods_of(files, only), title=title)
