@@ -285,15 +285,17 @@ def _responses(schemas: _Schemas, method: MethodSpec[Any, Any], rule: HttpRule) 
         }
     elif output.full_name in _RAW:
         raw = "the bytes as they are produced; an error after the first byte cuts the body off"
+        # HttpBody items and files carry their own content type; Bytes are octets.
+        media = "*/*" if output.full_name == "google.api.HttpBody" else "application/octet-stream"
         responses["200"] = {
             "description": raw,
             "headers": _headers(_RAW_HEADERS),
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {media: {"schema": {"type": "string"}}},
         }
         responses["206"] = {
             "description": "the requested range of a file (Range: bytes=...)",
             "headers": _headers(["Content-Disposition", "X-Content-Size", "ETag"]),
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {media: {"schema": {"type": "string"}}},
         }
         responses["416"] = _error_response("the range is not satisfiable")
     else:
@@ -337,17 +339,16 @@ def _request_body(
     if message.full_name in _RAW or message.full_name == _TEXT:
         kind = "text/plain" if message.full_name == _TEXT else "application/octet-stream"
         return {
-            "required": True,
-            "description": "the raw body, streamed to the handler as it arrives",
+            "required": False,
+            "description": "the raw body, streamed to the handler as it arrives (may be empty)",
             "content": {kind: {"schema": {"type": "string"}}},
         }
     return {
-        "required": True,
-        "description": f"a stream of {message.full_name}: one JSON document per line "
-        "(also SSE-free sequences: CBOR, MessagePack, varint-delimited protobuf)",
-        "content": {
-            "application/x-ndjson": {"schema": {"type": "string"}, "x-rpckit-item": schema}
-        },
+        "required": False,
+        "description": f"a stream of {message.full_name}, possibly empty: one JSON document "
+        "per line, each line following the schema (also CBOR and MessagePack sequences and "
+        "varint-delimited protobuf)",
+        "content": {"application/x-ndjson": {"schema": schema}},
     }
 
 
