@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf.message import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from rpckit.call import CallRunner
+from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
@@ -114,7 +114,7 @@ class WebSocketEndpoint:
         self.calls._tasks.add(task)
         try:
             await self._serve(ws, scope, codec)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, ClientGone):
             pass
         finally:
             self.calls._tasks.discard(task)
@@ -262,12 +262,18 @@ class _Responder:
         self.started = False
         self.closed = False
 
+    async def _send(self, message: dict[str, Any]) -> None:
+        try:
+            await self.ws.send(message)
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            raise ClientGone from None  # the socket is gone or closing
+
     async def send_headers(self, ctx: Context) -> None:
         if self.started:
             return
         self.started = True
         ctx.mark_headers_sent()
-        await self.ws.send_text(headers_frame(ctx.response_headers))
+        await self._send({"type": "websocket.send", "text": headers_frame(ctx.response_headers)})
 
     async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
         return False
@@ -282,7 +288,7 @@ class _Responder:
         if not self.started:
             await self.send_headers(ctx)
         ctx.stats.bytes_out += len(data)
-        await self.ws.send_bytes(data)
+        await self._send({"type": "websocket.send", "bytes": data})
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:
         if not self.started:
@@ -291,11 +297,13 @@ class _Responder:
         if error is not None and error.message == message_too_large(self.limit).message:
             code = CLOSE_TOO_BIG
         self.closed = True
-        await self.ws.send_text(end_frame(error, ctx.response_trailers))
-        await self.ws.close(code)
+        await self._send(
+            {"type": "websocket.send", "text": end_frame(error, ctx.response_trailers)}
+        )
+        await self._send({"type": "websocket.close", "code": code})
 
     async def close_with(self, error: RpcError, code: int) -> None:
         """End a call that could not start (a bad first frame)."""
-        await self.ws.send_text(end_frame(error, ()))
         self.closed = True
-        await self.ws.close(code)
+        await self._send({"type": "websocket.send", "text": end_frame(error, ())})
+        await self._send({"type": "websocket.close", "code": code})

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from examples.streams.v1.streams_pb2 import (
     ChatMessage,
@@ -171,7 +172,7 @@ async def test_server_abort_by_deadline(server: Server) -> None:
 async def raw(server: Server, method: str, **kwargs: object) -> ClientConnection:
     return await connect(
         server.ws(method),
-        subprotocols=["rpckit.v1.json"],
+        subprotocols=[Subprotocol("rpckit.v1.json")],
         proxy=None,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -183,7 +184,7 @@ async def end_of(ws: ClientConnection) -> dict[str, object]:
         while True:
             frame = await ws.recv()
             if isinstance(frame, str):
-                control = json.loads(frame)
+                control: dict[str, object] = json.loads(frame)
                 if control["type"] == "end":
                     with contextlib.suppress(ConnectionClosed):
                         await ws.recv()
