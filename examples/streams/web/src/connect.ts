@@ -3,7 +3,7 @@
 // below is a typed method of that client: no URLs, no encoding and no stream parsing here.
 
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { StreamsService } from "../gen/examples/streams/v1/streams_pb";
 
@@ -29,12 +29,13 @@ const jsonStart = element<HTMLButtonElement>("json-start");
 const jsonStatus = element<HTMLOutputElement>("json-status");
 const jsonItems = element<HTMLOListElement>("json-items");
 
-/** A client for the format picked on the page: binary protobuf or JSON, both Connect. */
+/** A client for the format picked on the page (binary protobuf or JSON), over Connect or
+ * gRPC-Web. */
 function client(): Streams {
-  const transport = createConnectTransport({
-    baseUrl: location.origin,
-    useBinaryFormat: format.value === "binary",
-  });
+  const options = { baseUrl: location.origin, useBinaryFormat: format.value === "binary" };
+  // ?protocol=grpc-web: the same calls through connect-web's gRPC-Web transport.
+  const grpcWeb = new URLSearchParams(location.search).get("protocol") === "grpc-web";
+  const transport = grpcWeb ? createGrpcWebTransport(options) : createConnectTransport(options);
   return createClient(StreamsService, transport);
 }
 
