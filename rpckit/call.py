@@ -154,7 +154,7 @@ class CallRunner:
         a cancellation (the adapter's disconnect watcher) then ends the call quietly as
         ``cancelled``. Without it (grpcio's handler task) the cancellation propagates.
         """
-        ctx.bind_header_sender(lambda: responder.send_headers(ctx))
+        ctx.bind_header_sender(responder)
         task = asyncio.current_task()
         assert task is not None
         drain = self.drain
@@ -184,6 +184,7 @@ class CallRunner:
                 drain._discard(task)
         if gone:
             return self._end(ctx, None, gone=True)
+        ctx.mark_finishing()
         try:
             await responder.finish(ctx, error)
         except (ClientGone, asyncio.CancelledError) as exc:
@@ -304,6 +305,7 @@ class CallRunner:
             if chain.responses:
                 response = _checked(method, await chain.response(ctx, response))
             stats.messages_out += 1
+            ctx.mark_finishing()  # a unary answer is the last thing the call sends
             await responder.send_message(ctx, response, None)
             return
         stream: AsyncIterator[Any] | None = None

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
-__all__ = ["CallStats", "Context"]
+__all__ = ["CallStats", "Context", "HeaderSender"]
 
 #: ``set_response_compression`` has not been called: the transport negotiates as usual.
 DEFAULT_COMPRESSION = "default"
@@ -28,8 +27,18 @@ class CallStats:
     bytes_out: int = 0
 
 
-async def _no_headers() -> None:
-    return None
+class HeaderSender(Protocol):
+    """What sends a call's response headers: the transport adapter's responder."""
+
+    async def send_headers(self, ctx: Context) -> None: ...
+
+
+class _NoHeaders:
+    async def send_headers(self, ctx: Context) -> None:
+        return None
+
+
+_NO_HEADERS = _NoHeaders()
 
 
 class Context:
@@ -71,7 +80,9 @@ class Context:
         self._response_compression: str | None = DEFAULT_COMPRESSION
         self._compress_next = True
         self._headers_sent = False
-        self._header_sender: Callable[[], Awaitable[None]] = _no_headers
+        self._finishing = False
+        # The responder, not a closure over this context: no reference cycle per call.
+        self._header_sender: HeaderSender = _NO_HEADERS
         self._cancelled: asyncio.Event | None = None
         self._is_cancelled = False
 
@@ -96,7 +107,7 @@ class Context:
     async def send_headers(self) -> None:
         """Send ``response_headers`` now, before the first message (a no-op once sent)."""
         if not self._headers_sent:
-            await self._header_sender()
+            await self._header_sender.send_headers(self)
 
     def set_response_compression(self, name: str | None) -> None:
         """Compress the response with ``name`` (``gzip``...), or not at all with None.
@@ -121,9 +132,20 @@ class Context:
         compress, self._compress_next = self._compress_next, True
         return compress
 
-    def bind_header_sender(self, sender: Callable[[], Awaitable[None]]) -> None:
+    def bind_header_sender(self, sender: HeaderSender) -> None:
         """For transports: what ``send_headers()`` does on this call."""
         self._header_sender = sender
+
+    @property
+    def finishing(self) -> bool:
+        """True once the final answer is being written: a disconnect noticed from now on
+        no longer cancels the call (the server reports the end of a complete response as
+        a disconnect too)."""
+        return self._finishing
+
+    def mark_finishing(self) -> None:
+        """For the call runner: the handler is done and the final answer is going out."""
+        self._finishing = True
 
     def mark_headers_sent(self) -> None:
         """For transports: the response headers are on the wire."""

@@ -111,7 +111,7 @@ async def served(files_dir: Path) -> AsyncIterator[Served]:
             f"127.0.0.1:{grpc_port}",
             f"http://127.0.0.1:{http_port}",
             grpc_server.runner.drain,
-            app.state.rpckit_drain,
+            app.drain,
         )
     finally:
         await http_server.stop()

@@ -108,12 +108,14 @@ class _GrpcResponder:
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
         if not self.streaming:
+            ctx.stats.bytes_out += message.ByteSize() + 5
             self.response = message
             return
         if not ctx.headers_sent:
             await self.send_headers(ctx)
         if not ctx.take_compress_next():
             self.context.disable_next_message_compression()
+        ctx.stats.bytes_out += message.ByteSize() + 5  # as framed on the wire, uncompressed
         await self.context.write(message)
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:

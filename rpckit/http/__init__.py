@@ -1,6 +1,6 @@
-"""The HTTP/1.1 bridge: the Connect protocol (and, later, plain fetch routes) on Starlette."""
+"""The HTTP/1.1 bridge: the Connect protocol and plain fetch routes, as one ASGI app."""
 
-from rpckit.http.app import Cors, create_app
+from rpckit.http.app import Bridge, Cors, create_app
 from rpckit.http.client import ConnectTransport
 
-__all__ = ["ConnectTransport", "Cors", "create_app"]
+__all__ = ["Bridge", "ConnectTransport", "Cors", "create_app"]

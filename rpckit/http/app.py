@@ -1,16 +1,15 @@
-"""The HTTP/1.1 bridge as a Starlette application: every method of every service, on the
-Connect protocol and on the plain routes its ``google.api.http`` rules declare."""
+"""The HTTP/1.1 bridge as one ASGI app: every method of every service, on the Connect
+protocol and on the plain routes its ``google.api.http`` rules declare."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -27,18 +26,22 @@ from rpckit.http.asgi import (
     send_error,
 )
 from rpckit.http.connect_endpoint import ConnectEndpoint
+from rpckit.http.grpc_web_endpoint import ByContentType, GrpcWebEndpoint
 from rpckit.http.plain import PlainRoute, PlainRouter
 from rpckit.http.routes import PathTemplate, validate_rules
 from rpckit.interceptors import Interceptor
 from rpckit.service import Service
+from rpckit.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
+from rpckit.websocket.script import SCRIPT_PATH, script_endpoint
 
-__all__ = ["Cors", "create_app"]
+__all__ = ["Bridge", "Cors", "create_app"]
 
 #: Response headers a browser script may read: file metadata, ranges, Connect and gRPC.
 EXPOSED_HEADERS = (
     "content-disposition", "content-length", "content-range", "accept-ranges", "etag",
     "last-modified", "x-content-size", "connect-content-encoding", "connect-accept-encoding",
-    "grpc-status", "grpc-message", "grpc-status-details-bin",
+    "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding",
+    "grpc-accept-encoding",
 )  # fmt: skip
 
 
@@ -60,16 +63,19 @@ class Cors:
 
     def middleware(self) -> Middleware:
         """The Starlette middleware that applies this policy."""
-        return Middleware(
-            CORSMiddleware,
-            allow_origins=list(self.origins),
-            allow_origin_regex=self.origin_regex,
-            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["*"],
-            allow_credentials=self.allow_credentials,
-            expose_headers=[*EXPOSED_HEADERS, *self.expose_headers],
-            max_age=self.max_age,
-        )
+        return Middleware(CORSMiddleware, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """Starlette's ``CORSMiddleware`` arguments for this policy."""
+        return {
+            "allow_origins": list(self.origins),
+            "allow_origin_regex": self.origin_regex,
+            "allow_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            "allow_headers": ["*"],
+            "allow_credentials": self.allow_credentials,
+            "expose_headers": [*EXPOSED_HEADERS, *self.expose_headers],
+            "max_age": self.max_age,
+        }
 
 
 def create_app(
@@ -82,9 +88,9 @@ def create_app(
     cors: Cors | None = None,
     static: Path | None = None,
     interceptors: Sequence[Interceptor] = (),
-) -> Starlette:
-    """A Starlette app: Connect at ``/<package>.<Service>/<Method>`` for every method, and
-    each method's ``google.api.http`` routes for plain fetch, EventSource and curl.
+) -> Bridge:
+    """The bridge: Connect at ``/<package>.<Service>/<Method>`` for every method, and each
+    method's ``google.api.http`` routes for plain fetch, EventSource and curl.
 
     ``static`` serves a directory (``index.html`` at ``/``) wherever no route matches;
     ``cors`` lets pages on other origins call the bridge; ``interceptors`` run around every
@@ -98,36 +104,81 @@ def create_app(
         require_protocol_version=require_protocol_version,
     )
     validate_rules(method for service in services for method in service.spec().methods)
-    connect = []
+    connect: dict[str, ASGIApp] = {SCRIPT_PATH: script_endpoint}
+    websockets: dict[str, ASGIApp] = {}
+    calls = WebSocketCalls(runner)
     plain = []
     for service in services:
         for method, handler in service.bind():
-            connect.append(Route(method.path, ConnectEndpoint(method, handler, options, runner)))
+            connect[method.path] = ByContentType(
+                ConnectEndpoint(method, handler, options, runner),
+                GrpcWebEndpoint(method, handler, options, runner),
+            )
+            websockets[method.path] = WebSocketEndpoint(
+                method, handler, options, runner, calls,
+                origins=cors.origins if cors else (),
+                origin_regex=cors.origin_regex if cors else None,
+            )  # fmt: skip
             for rule in method.http:
                 plain.append(PlainRoute(rule, PathTemplate.compile(rule.path), method, handler))
     files = StaticFiles(directory=static, html=True) if static is not None else None
-    fallback = _PlainDispatch(PlainRouter(plain, options, runner), files)
-    middleware = [cors.middleware()] if cors is not None else []
-    app = Starlette(routes=[*connect, Route("/{path:path}", fallback)], middleware=middleware)
-    app.state.rpckit_drain = runner.drain  # set by the server at shutdown: see HttpServer
-    return app
+    router = PlainRouter(plain, options, runner)
+    bridge = Bridge(connect, router, files, runner, cors)
+    bridge.websockets, bridge.websocket_calls = websockets, calls
+    return bridge
 
 
-class _PlainDispatch:
-    """Everything that is not a Connect path: a plain route, or a JSON 404/405."""
+class Bridge:
+    """The HTTP bridge as one ASGI app.
 
-    def __init__(self, router: PlainRouter, files: ASGIApp | None) -> None:
-        self.router = router
+    A Connect path is one dictionary lookup (no router walks every route per request);
+    everything else goes to the plain routes, then to the static files, then a JSON 404/405.
+    ``drain`` is what the server sets at the end of its grace period (see ``rpckit.call``).
+    """
+
+    def __init__(
+        self,
+        connect: dict[str, ASGIApp],
+        plain: PlainRouter,
+        files: ASGIApp | None,
+        runner: CallRunner,
+        cors: Cors | None,
+    ) -> None:
+        self.connect = connect
+        self.plain = plain
         self.files = files
+        self.runner = runner
+        self.drain = runner.drain
+        #: WebSocket calls (``rpckit.websocket``) by method path, and the ones in flight.
+        self.websockets: dict[str, ASGIApp] = {}
+        self.websocket_calls: WebSocketCalls | None = None
+        self._app: ASGIApp = self._dispatch
+        if cors is not None:
+            self._app = CORSMiddleware(self._dispatch, **cors.options())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            socket = self.websockets.get(scope["path"]) if scope["type"] == "websocket" else None
+            if socket is not None:
+                await socket(scope, receive, send)
+            return  # no route: the server refuses the WebSocket
+        endpoint = self.connect.get(scope["path"])
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
+            return
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         raw_path = raw_path.split("?", 1)[0]
-        found = self.router.match(scope["method"], raw_path)
+        found = self.plain.match(scope["method"], raw_path)
         if found is not None:
-            await self.router.serve(*found, scope, receive, send)
+            await self.plain.serve(*found, scope, receive, send)
             return
-        allowed = self.router.allowed(raw_path)
+        allowed = self.plain.allowed(raw_path)
         if self.files is not None and not allowed and scope["method"] in ("GET", "HEAD"):
             await self.files(scope, receive, send)
             return
@@ -137,3 +188,14 @@ class _PlainDispatch:
             return
         error = RpcError(Code.UNIMPLEMENTED, f"no route for {scope['method']} {scope['path']}")
         await send_error(send, 404, error, [])
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop: acknowledge both lifespan events."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -146,6 +146,8 @@ class DisconnectWatch:
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
+        if self._ctx.finishing:
+            return  # the answer is complete or nearly so: nothing left to cancel
         self._ctx.cancel()
         if self._target is not None:
             self._target.cancel()

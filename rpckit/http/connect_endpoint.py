@@ -253,6 +253,8 @@ class ConnectEndpoint:
     ) -> AsyncGenerator[Any, None]:
         reader = EnvelopeReader(self.options.max_message_size)
         stats = ctx.stats
+        # A server stream's one request is counted by the runner, a client stream's here.
+        count = 1 if self.method.kind.client_streams else 0
         async for chunk in body_chunks(receive):
             stats.bytes_in += len(chunk)
             for flags, data in reader.feed(chunk):
@@ -265,7 +267,7 @@ class ConnectEndpoint:
                             "compressed message without connect-content-encoding",
                         )
                     data = compression.decompress(data, self.options.max_message_size)
-                stats.messages_in += 1
+                stats.messages_in += count
                 yield codec.decode(data, self.method.input)
         reader.close()
 

@@ -82,6 +82,17 @@ class PlainRoute:
     handler: Handler
 
 
+_UNKNOWN = object()
+#: Distinct Accept values remembered per router before the memory starts over.
+_NEGOTIATED_LIMIT = 256
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _NEGOTIATED_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
 class PlainRouter:
     """The ASGI app for every plain route: matches verb and path template, then serves."""
 
@@ -92,6 +103,9 @@ class PlainRouter:
         self.options = options
         self.runner = runner if runner is not None else CallRunner()
         self.sse_keep_alive = SSE_KEEP_ALIVE
+        # Clients send few distinct Accept values: negotiate each once (bounded).
+        self._framings: dict[tuple[str | None, type[Message]], object] = {}
+        self._singles: dict[str | None, Negotiated] = {}
 
     def match(self, verb: str, raw_path: str) -> tuple[PlainRoute, dict[str, str]] | None:
         """The route and path variables for a request, or None."""
@@ -102,6 +116,24 @@ class PlainRouter:
                 if params is not None:
                     return route, params
         return None
+
+    def stream_framing(self, accept: str | None, output: type[Message]) -> Framing | None:
+        """``negotiate_stream`` for this bridge's encodings, remembered per Accept value."""
+        key = (accept, output)
+        found = self._framings.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = negotiate_stream(accept, output, self.options.encodings)  # raises 406
+            _remember(self._framings, key, found)
+        assert found is None or isinstance(found, Framing)
+        return found
+
+    def single_encoding(self, accept: str | None) -> Negotiated:
+        """``negotiate_single`` for this bridge's encodings, remembered per Accept value."""
+        found = self._singles.get(accept)
+        if found is None:
+            found = negotiate_single(accept, self.options.encodings)  # raises 406
+            _remember(self._singles, accept, found)
+        return found
 
     def allowed(self, raw_path: str) -> list[str]:
         """The verbs that have a route for this path."""
@@ -267,9 +299,9 @@ class _PlainResponder:
         """Choose the answer's media type from Accept before the handler runs (406 if none)."""
         accept = self.headers.get("accept")
         if self.streaming:
-            self.framing = negotiate_stream(accept, self.method.output, self.options.encodings)
+            self.framing = self.router.stream_framing(accept, self.method.output)
         elif self.method.output not in (*_RAW_OUTPUTS, Text):
-            self.single = negotiate_single(accept, self.options.encodings)
+            self.single = self.router.single_encoding(accept)
 
     # --- unary answers ---------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from rpckit.call import Drain
+
 __all__ = [
     "SERVERS",
     "GranianServer",
@@ -90,10 +92,10 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _drain_event(app: Any, drain: asyncio.Event | None) -> asyncio.Event | None:
+def _drain_event(app: Any, drain: Drain | None) -> Drain | None:
     if drain is not None:
         return drain
-    found: asyncio.Event | None = getattr(getattr(app, "state", None), "rpckit_drain", None)
+    found: Drain | None = getattr(app, "drain", None)
     return found
 
 
@@ -111,7 +113,7 @@ class HttpServer:
         log_level: str = "warning",
         reuse_port: bool = False,
         tls: HttpTls | None = None,
-        drain: asyncio.Event | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.grace = grace
@@ -157,6 +159,7 @@ class HttpServer:
         cleanly (streams with an in-band ``unavailable`` record, unary calls with 503)."""
         if self._server is None or self._task is None:
             return
+        await _end_websockets(self.app)
         self._server.should_exit = True
         timer = None
         if self.drain is not None:
@@ -183,7 +186,7 @@ class GranianServer:
         grace: float = 5.0,
         log_level: str = "warning",
         tls: HttpTls | None = None,
-        drain: asyncio.Event | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.grace = grace
@@ -225,6 +228,7 @@ class GranianServer:
         """Stop accepting; in-flight calls get the grace period, then rpckit ends them."""
         if self._server is None or self._task is None:
             return
+        await _end_websockets(self.app)
         self._server.signal_handler_interrupt()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.grace, self.drain.set) if self.drain is not None else None
@@ -240,6 +244,14 @@ class GranianServer:
                 timer.cancel()
             if self._placeholder is not None:
                 self._placeholder.close()
+
+
+async def _end_websockets(app: Any) -> None:
+    """End WebSocket calls with ``unavailable`` and a clean close before the server drops
+    their sockets (both servers close WebSockets as soon as they begin to stop)."""
+    calls = getattr(app, "websocket_calls", None)
+    if calls is not None and len(calls):
+        await calls.close_all()
 
 
 async def _wait_listening(host: str, port: int, task: asyncio.Task[None], address: str) -> None:
@@ -269,7 +281,7 @@ def create_http_server(
     log_level: str = "warning",
     reuse_port: bool = False,
     tls: HttpTls | None = None,
-    drain: asyncio.Event | None = None,
+    drain: Drain | None = None,
 ) -> HttpServer | GranianServer:
     """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
     if kind == "granian":

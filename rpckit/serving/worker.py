@@ -121,7 +121,7 @@ async def serve_process(
             log_level="warning",
             reuse_port=reuse_port,
             tls=tls,
-            drain=bridge.state.rpckit_drain,
+            drain=bridge.drain,
         )
     try:
         ports: Ports = {}

@@ -25,7 +25,6 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
 import pytest
 from google.protobuf import json_format
 from google.rpc import status_pb2
-from starlette.applications import Starlette
 
 from examples.streams.server import StreamsExample
 from examples.streams.v1.streams_pb2 import (
@@ -38,7 +37,7 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, Event, RpcError, Sender, Streaming
-from rpckit.http import ConnectTransport, create_app
+from rpckit.http import Bridge, ConnectTransport, create_app
 from rpckit.http.framing import varint
 from rpckit.http.plain import PlainRouter
 from rpckit.http.serve import HttpServer
@@ -193,7 +192,7 @@ async def raw_get(url: str, target: str) -> tuple[int, dict[str, str], bytes]:
 
 
 @asynccontextmanager
-async def serve_app(app: Starlette) -> AsyncIterator[str]:
+async def serve_app(app: Bridge) -> AsyncIterator[str]:
     server = HttpServer(app, grace=1)
     port = await server.start("127.0.0.1:0")
     try:
@@ -202,12 +201,9 @@ async def serve_app(app: Starlette) -> AsyncIterator[str]:
         await server.stop()
 
 
-def plain_router(app: Starlette) -> PlainRouter:
-    """The app's plain router: the catch-all route's ``_PlainDispatch`` holds it."""
-    endpoint = getattr(app.routes[-1], "endpoint", None)
-    router = getattr(endpoint, "router", None)
-    assert isinstance(router, PlainRouter)
-    return router
+def plain_router(app: Bridge) -> PlainRouter:
+    """The app's plain router."""
+    return app.plain
 
 
 class _Records(logging.Handler):

@@ -51,11 +51,6 @@ async def test_one_line_per_call_with_its_outcome(
     assert message.endswith(' error="no dog 99; there are 10"')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="call runner: an HTTP stream read to its end is reported CANCELLED (the client "
-    "has gone), and a Connect server stream counts messages_in=2",
-)
 @pytest.mark.parametrize("dialect", ["connect", "plain"])
 async def test_http_stream_read_to_the_end_is_ok(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, dialect: str
