@@ -11,63 +11,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples.streams.v1.streams_pb2 import (  # noqa: E402 - after the path set-up above
-    AdoptionSummary,
-    ChatMessage,
     Dog,
-    DownloadFileRequest,
-    DownloadRequest,
-    GetDogRequest,
     JsonStreamRequest,
-    ListFilesRequest,
-    ListFilesResponse,
-    TextStreamRequest,
-    UploadSummary,
 )
-from examples.streams.v1.streams_rpckit import StreamsService  # noqa: E402
-from rpckit import ByteStream, Code, Context, FileStream, RpcError  # noqa: E402
-from rpckit.v1.stream_pb2 import Text  # noqa: E402
+from examples.streams.v1.streams_rpckit import UnimplementedStreamsService  # noqa: E402
+from rpckit import Context  # noqa: E402
 
 __all__ = ["ROOT", "RpckitDogs", "Unimplemented", "bare_ndjson_app", "serve_on_uvicorn"]
 
 _NOT_HERE = "not in this benchmark"
 
 
-class Unimplemented(StreamsService):
-    """Every method answers unimplemented; a benchmark overrides the one it measures."""
-
-    def text_stream(self, request: TextStreamRequest, ctx: Context) -> AsyncIterator[Text]:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    def download_as_file_stream(
-        self, request: DownloadRequest, ctx: Context
-    ) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    def download_file(self, request: DownloadFileRequest, ctx: Context) -> AsyncIterator[bytes]:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    async def list_files(self, request: ListFilesRequest, ctx: Context) -> ListFilesResponse:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    async def adopt_dogs(self, requests: AsyncIterator[Dog], ctx: Context) -> AdoptionSummary:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
-
-    def chat(
-        self, requests: AsyncIterator[ChatMessage], ctx: Context
-    ) -> AsyncIterator[ChatMessage]:
-        raise RpcError(Code.UNIMPLEMENTED, _NOT_HERE)
+#: Every method answers unimplemented; a benchmark overrides the one it measures.
+Unimplemented = UnimplementedStreamsService
 
 
 class RpckitDogs(Unimplemented):

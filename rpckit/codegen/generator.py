@@ -435,17 +435,14 @@ class _FileWriter:
         )
         for m in methods:
             arg, item = self._signature(m)
+            # The same signature as the abstract handler, so that a subclass may override a
+            # streaming handler with a plain def, an async generator or an async def.
             if m.kind in ("SERVER_STREAM", "BIDI_STREAM"):
-                self._use("AsyncIterable")
-                ret = f"AsyncIterable[{item}]"
+                head = f"    def {m.attr}(self, {arg}, ctx: Context) -> ServerStream[{item}]:"
             else:
-                ret = m.output
+                head = f"    async def {m.attr}(self, {arg}, ctx: Context) -> {m.output}:"
             message = _literal(f"{names.full}/{m.name} is not implemented")
-            out += [
-                "",
-                f"    async def {m.attr}(self, {arg}, ctx: Context) -> {ret}:",
-                f"        raise RpcError(Code.UNIMPLEMENTED, {message})",
-            ]
+            out += ["", head, f"        raise RpcError(Code.UNIMPLEMENTED, {message})"]
         return out
 
     def _client(self, names: _ServiceNames, methods: Sequence[_Method]) -> list[str]:

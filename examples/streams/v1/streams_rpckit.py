@@ -219,19 +219,19 @@ class StreamsService(Service, abc.ABC):
 class UnimplementedStreamsService(StreamsService):
     """``StreamsService`` with every handler answering ``unimplemented``: override only some."""
 
-    async def text_stream(self, request: _examples_streams_v1_streams__pb2.TextStreamRequest, ctx: Context) -> AsyncIterable[_rpckit_v1_stream__pb2.Text | str | Event[_rpckit_v1_stream__pb2.Text | str]]:
+    def text_stream(self, request: _examples_streams_v1_streams__pb2.TextStreamRequest, ctx: Context) -> ServerStream[_rpckit_v1_stream__pb2.Text | str | Event[_rpckit_v1_stream__pb2.Text | str]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/TextStream is not implemented")
 
-    async def json_stream(self, request: _examples_streams_v1_streams__pb2.JsonStreamRequest, ctx: Context) -> AsyncIterable[_examples_streams_v1_streams__pb2.Dog | Event[_examples_streams_v1_streams__pb2.Dog]]:
+    def json_stream(self, request: _examples_streams_v1_streams__pb2.JsonStreamRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Dog | Event[_examples_streams_v1_streams__pb2.Dog]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/JsonStream is not implemented")
 
     async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> _examples_streams_v1_streams__pb2.UploadSummary:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/UploadAsByteStream is not implemented")
 
-    async def download_as_file_stream(self, request: _examples_streams_v1_streams__pb2.DownloadRequest, ctx: Context) -> AsyncIterable[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
+    def download_as_file_stream(self, request: _examples_streams_v1_streams__pb2.DownloadRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/DownloadAsFileStream is not implemented")
 
-    async def download_file(self, request: _examples_streams_v1_streams__pb2.DownloadFileRequest, ctx: Context) -> AsyncIterable[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
+    def download_file(self, request: _examples_streams_v1_streams__pb2.DownloadFileRequest, ctx: Context) -> ServerStream[_google_api_httpbody__pb2.HttpBody | bytes | Event[_google_api_httpbody__pb2.HttpBody | bytes]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/DownloadFile is not implemented")
 
     async def list_files(self, request: _examples_streams_v1_streams__pb2.ListFilesRequest, ctx: Context) -> _examples_streams_v1_streams__pb2.ListFilesResponse:
@@ -246,10 +246,10 @@ class UnimplementedStreamsService(StreamsService):
     async def get_dog(self, request: _examples_streams_v1_streams__pb2.GetDogRequest, ctx: Context) -> _examples_streams_v1_streams__pb2.Dog:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/GetDog is not implemented")
 
-    async def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> AsyncIterable[_examples_streams_v1_streams__pb2.ChatMessage | Event[_examples_streams_v1_streams__pb2.ChatMessage]]:
+    def chat(self, requests: AsyncIterator[_examples_streams_v1_streams__pb2.ChatMessage], ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.ChatMessage | Event[_examples_streams_v1_streams__pb2.ChatMessage]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/Chat is not implemented")
 
-    async def upload_with_progress(self, requests: ByteStream, ctx: Context) -> AsyncIterable[_examples_streams_v1_streams__pb2.UploadProgress | Event[_examples_streams_v1_streams__pb2.UploadProgress]]:
+    def upload_with_progress(self, requests: ByteStream, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.UploadProgress | Event[_examples_streams_v1_streams__pb2.UploadProgress]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/UploadWithProgress is not implemented")
 
 
