@@ -249,6 +249,10 @@ class GranianServer:
 async def _end_websockets(app: Any) -> None:
     """End WebSocket calls with ``unavailable`` and a clean close before the server drops
     their sockets (both servers close WebSockets as soon as they begin to stop)."""
+    for _ in range(8):  # through wrappers (health probes, middleware) to the bridge
+        if app is None or hasattr(app, "websocket_calls"):
+            break
+        app = getattr(app, "app", None)
     calls = getattr(app, "websocket_calls", None)
     if calls is not None and len(calls):
         await calls.close_all()
