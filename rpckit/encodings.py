@@ -28,6 +28,7 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from rpckit.jsonfast import from_flat_dict, to_flat_dict
 from rpckit.errors import Code, RpcError
 
 __all__ = [
@@ -128,13 +129,17 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 def to_tree(message: Message) -> Any:
     """The message as the protobuf JSON mapping's value tree (usually a dict)."""
-    return json_format.MessageToDict(message)
+    flat = to_flat_dict(message)
+    return flat if flat is not None else json_format.MessageToDict(message)
 
 
 def from_tree(kind: str, tree: Any, message_type: type[M]) -> M:
     """A message parsed from a JSON-mapping value tree; unknown fields are ignored."""
     if not isinstance(tree, dict) and message_type.DESCRIPTOR.full_name not in _NON_OBJECT_JSON:
         raise _invalid(kind, f"expected an object, got {_json_type(tree)}")
+    fast = from_flat_dict(tree, message_type)
+    if fast is not None:
+        return fast
     message = message_type()
     try:
         json_format.ParseDict(tree, message, ignore_unknown_fields=True)

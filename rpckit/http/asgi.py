@@ -40,6 +40,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+#: Seconds a call runs before a task starts watching for its client to leave.
+WATCH_DELAY = 0.002
 
 
 @dataclass
@@ -122,26 +124,35 @@ class DisconnectWatch:
 
     One task per call, started when the body is complete (``receive()`` then reports nothing
     but the disconnect): the call's own task runs the handler; the runner answers the
-    cancellation by ending the call as ``cancelled``.
+    cancellation by ending the call as ``cancelled``. The task only starts once the call has
+    run for ``WATCH_DELAY`` seconds: quick calls, most unary ones, never pay for it (a client
+    that left meanwhile is still noticed, since the server keeps its disconnect for receive()).
     """
 
-    __slots__ = ("_ctx", "_receive", "_target", "_task")
+    __slots__ = ("_ctx", "_receive", "_target", "_task", "_timer")
 
     def __init__(self, receive: Receive, ctx: Context) -> None:
         self._receive = receive
         self._ctx = ctx
         self._target = asyncio.current_task()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Begin watching (the body must have been read)."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._watch())
+        if self._timer is None and self._task is None:
+            self._timer = asyncio.get_running_loop().call_later(WATCH_DELAY, self._spawn)
 
     def stop(self) -> None:
         """Stop watching: the call is over."""
+        if self._timer is not None:
+            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+    def _spawn(self) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":

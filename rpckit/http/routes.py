@@ -58,6 +58,8 @@ _ONE = "[^/]+"
 
 def _normalize(raw_path: str) -> str:
     """Decode percent-escapes of unreserved characters, which mean the same either way."""
+    if "%" not in raw_path:
+        return raw_path  # the common case: nothing to decode
 
     def unescape(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
