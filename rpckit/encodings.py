@@ -28,8 +28,8 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no stubs
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from rpckit.jsonfast import from_flat_dict, to_flat_dict
 from rpckit.errors import Code, RpcError
+from rpckit.jsonfast import from_flat_dict, to_flat_dict
 
 __all__ = [
     "CborEncoding",
