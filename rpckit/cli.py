@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         otel=args.otel,
         docs=args.docs,
         reload=args.reload,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+        body_timeout=args.body_timeout,
     )
     if options.reload:
         from rpckit.serving.reload import serve_with_reload
@@ -351,6 +354,33 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
     )
     srv.add_argument("--liveness-path", default="/healthz", help="HTTP liveness probe path")
     srv.add_argument("--readiness-path", default="/readyz", help="HTTP readiness probe path")
+    _add_timeout_flags(srv)
+
+
+def _add_timeout_flags(srv: argparse.ArgumentParser) -> None:
+    """How long an HTTP connection may hold a socket without making progress."""
+    for flag, default, text in (
+        ("--header-timeout", 10.0, "close a connection whose request head is not complete"),
+        ("--idle-timeout", 5.0, "close an idle keep-alive connection"),
+        ("--body-timeout", 30.0, "end a call whose request body sends nothing"),
+    ):
+        srv.add_argument(
+            flag,
+            type=_positive_seconds,
+            default=default,
+            metavar="SECONDS",
+            help=f"{text} after this long (default {default:g})",
+        )
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {value!r}") from None
+    if not 0 < seconds < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {value}")
+    return seconds
 
 
 if __name__ == "__main__":

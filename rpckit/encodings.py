@@ -14,7 +14,9 @@ to the bridge). Four are registered by default:
   accepted in the tree: a native byte string, tag or extension type is rejected rather than
   guessed at.
 
-Decoding never raises anything but ``RpcError(Code.INVALID_ARGUMENT, "<one line>")``.
+Decoding never raises anything but ``RpcError(Code.INVALID_ARGUMENT, "<one line>")``, and
+nothing nested deeper than ``rpckit.nesting.MAX_DEPTH`` (100) levels is decoded, by rpckit's
+own check on every codec (protobuf's binary parser has the same limit built in).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from google.protobuf.message import Message
 
 from rpckit.errors import Code, RpcError
 from rpckit.jsonfast import from_flat_dict, to_flat_dict
+from rpckit.nesting import MAX_DEPTH, CborScan, check_json_depth, too_deep
 
 __all__ = [
     "CborEncoding",
@@ -134,7 +137,16 @@ def to_tree(message: Message) -> Any:
 
 
 def from_tree(kind: str, tree: Any, message_type: type[M]) -> M:
-    """A message parsed from a JSON-mapping value tree; unknown fields are ignored."""
+    """A message parsed from a JSON-mapping value tree; unknown fields are ignored.
+
+    Trees from CBOR and MsgPack are checked first: JSON types only, ``MAX_DEPTH`` at most."""
+    if kind != "json":
+        try:
+            _check_json_tree(tree)
+        except RecursionError:
+            raise too_deep(kind) from None
+        except ValueError as exc:
+            raise _invalid(kind, exc) from None
     if not isinstance(tree, dict) and message_type.DESCRIPTOR.full_name not in _NON_OBJECT_JSON:
         raise _invalid(kind, f"expected an object, got {_json_type(tree)}")
     fast = from_flat_dict(tree, message_type)
@@ -176,6 +188,7 @@ class JsonEncoding:
 
     def decode(self, data: bytes, message_type: type[M]) -> M:
         """Parses UTF-8 JSON accepting both field spellings and ignoring unknown fields."""
+        check_json_depth(data)
         try:
             tree = _JSON_DECODER.decode(bytes(data).decode())
         except Exception as exc:
@@ -185,8 +198,8 @@ class JsonEncoding:
 
 def _check_json_tree(value: Any, depth: int = 0) -> None:
     """Raises ValueError unless ``value`` holds only JSON types (no bytes, tags, sets...)."""
-    if depth > 200:
-        raise ValueError("nested too deeply")
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
@@ -213,12 +226,13 @@ class CborEncoding:
 
     def decode(self, data: bytes, message_type: type[M]) -> M:
         """Parses one CBOR item (no trailing bytes) holding a JSON-mapping tree."""
+        end = CborScan().item_end(data)  # structure and depth, before cbor2 recurses
+        if end is None:
+            raise _invalid("cbor", "the item is truncated")
+        if end != len(data):
+            raise _invalid("cbor", f"{len(data) - end} bytes after the item")
         try:
-            source = io.BytesIO(data)
-            tree = cbor2.CBORDecoder(source, allow_duplicate_keys=False).decode()
-            if source.tell() != len(data):
-                raise ValueError(f"{len(data) - source.tell()} bytes after the item")
-            _check_json_tree(tree)
+            tree = cbor2.CBORDecoder(io.BytesIO(data), allow_duplicate_keys=False).decode()
         except Exception as exc:
             raise _invalid("cbor", exc) from None
         return from_tree("cbor", tree, message_type)
@@ -240,7 +254,6 @@ class MsgPackEncoding:
         """Parses one MessagePack object (no trailing bytes) holding a JSON-mapping tree."""
         try:
             tree = msgpack.unpackb(data, raw=False, strict_map_key=True)
-            _check_json_tree(tree)
         except Exception as exc:
             raise _invalid("msgpack", exc) from None
         return from_tree("msgpack", tree, message_type)

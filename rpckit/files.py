@@ -6,9 +6,15 @@ import re
 import unicodedata
 from urllib.parse import quote, unquote
 
-__all__ = ["content_disposition", "parse_content_disposition", "sanitize_filename"]
+__all__ = [
+    "content_disposition",
+    "parse_content_disposition",
+    "sanitize_filename",
+    "truncate_utf8",
+]
 
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: The longest file name (in UTF-8 bytes) Linux and most file systems accept.
 _MAX_NAME = 255
 
 
@@ -16,9 +22,7 @@ def content_disposition(filename: str | None, disposition: str = "attachment") -
     """A Content-Disposition value with an ASCII ``filename`` and an RFC 5987 ``filename*``."""
     if not filename:
         return disposition
-    fallback = "".join(
-        c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename
-    )
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in filename)
     value = f'{disposition}; filename="{fallback}"'
     if fallback != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"
@@ -61,4 +65,22 @@ def sanitize_filename(name: str | None) -> str | None:
     name = name.strip().lstrip(".").strip()
     if not name:
         return None
-    return name[:_MAX_NAME]
+    return truncate_utf8(name, _MAX_NAME)
+
+
+def truncate_utf8(name: str, limit: int, keep: str = "") -> str:
+    """``name`` cut so that it, plus ``keep`` inserted before its extension, fits in
+    ``limit`` UTF-8 bytes (file systems bound names in bytes, not characters).
+
+    ``keep`` is a suffix such as `` (1)``; the extension survives when it is short. The
+    cut never splits a character.
+    """
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or len(extension.encode()) > 16:
+        stem, dot, extension = name, "", ""
+    tail = (keep + dot + extension).encode()
+    room = limit - len(tail)
+    if room <= 0:
+        return (keep + dot + extension).encode()[:limit].decode(errors="ignore")
+    cut = stem.encode()[:room].decode(errors="ignore").rstrip()
+    return cut + keep + dot + extension

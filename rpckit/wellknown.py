@@ -16,6 +16,7 @@ from google.api.httpbody_pb2 import HttpBody
 from rpckit.errors import Code, RpcError
 from rpckit.files import content_disposition, parse_content_disposition, sanitize_filename
 from rpckit.metadata import Metadata
+from rpckit.numbers import try_int
 from rpckit.service import MethodSpec
 from rpckit.streams import ByteStream, Event, FileStream, TextStream
 from rpckit.v1.stream_pb2 import Bytes, Text
@@ -121,8 +122,8 @@ def declared_size(headers: Metadata) -> int | None:
     raw = headers.get(CONTENT_SIZE)
     if raw is None:
         return None
-    raw = raw.strip()
-    return int(raw) if raw.isdigit() else _BAD_SIZE
+    size = try_int(raw.strip())
+    return _BAD_SIZE if size is None else size
 
 
 def upload_filename(headers: Metadata) -> str | None:
@@ -173,7 +174,10 @@ async def checked_chunks(chunks: AsyncIterator[bytes], size: int | None) -> Asyn
     A malformed size fails on the first read, so the handler decides when input is read.
     """
     if size == _BAD_SIZE:
-        raise RpcError(Code.INVALID_ARGUMENT, "x-content-size must be a non-negative integer")
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            "x-content-size must be an integer from 0 to 9223372036854775807 (ASCII digits)",
+        )
     received = 0
     async for chunk in chunks:
         received += len(chunk)

@@ -35,7 +35,9 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsService
 from rpckit import ByteStream, Code, Context, Event, FileStream, RpcError, Sender, Streaming
+from rpckit.files import truncate_utf8
 from rpckit.interceptors.auth import BearerAuth
+from rpckit.numbers import parse_int
 from rpckit.wellknown import upload_filename
 
 __all__ = ["StreamsExample", "create_service", "upload_auth"]
@@ -46,6 +48,8 @@ DEFAULT_INTERVAL_MS = 500
 #: How soon (ms) an EventSource reconnects after the server drops the stream.
 SSE_RETRY_MS = 1000
 DOG_COUNT = 10
+#: File names are bounded in bytes: most file systems refuse names over 255 bytes.
+MAX_NAME_BYTES = 255
 
 
 class StreamsExample(StreamsService):
@@ -96,19 +100,27 @@ class StreamsExample(StreamsService):
         return FileStream.from_path(self._file(request.name))
 
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
-        """Stream the upload to disk chunk by chunk (memory stays flat, whatever the size)."""
-        target = _unique(self.files_dir, requests.filename or "upload.bin")
+        """Stream the upload to disk chunk by chunk (memory stays flat, whatever the size).
+
+        The pattern for every file handler: write to a temporary name this handler created
+        itself, and give the file its real name only once the whole upload has arrived. A
+        stream cut short (client gone, deadline, drain, a size that disagrees with
+        x-content-size) raises out of ``async for``, and only the temporary file is removed.
+        """
+        fd, temporary = tempfile.mkstemp(dir=self.files_dir, prefix=".upload-", suffix=".part")
+        part = Path(temporary)
         digest = hashlib.sha256()
         size = 0
         try:
-            with target.open("xb") as out:
+            with os.fdopen(fd, "wb") as out:
                 async for chunk in requests:
                     digest.update(chunk)
                     size += len(chunk)
                     await asyncio.to_thread(out.write, chunk)
-        except BaseException:
-            target.unlink(missing_ok=True)  # no half-written files left behind
-            raise
+            name = requests.filename or "upload.bin"
+            target = await asyncio.to_thread(_publish, part, self.files_dir, name)
+        finally:
+            await asyncio.to_thread(part.unlink, missing_ok=True)  # ours alone (mkstemp's)
         return UploadSummary(size=size, sha256=digest.hexdigest(), filename=target.name)
 
     async def list_files(self, request: ListFilesRequest, ctx: Context) -> ListFilesResponse:
@@ -156,7 +168,7 @@ class StreamsExample(StreamsService):
     def _file(self, name: str) -> Path:
         """The file ``name`` in files_dir; anything that is not a plain file there is not_found."""
         not_found = RpcError(Code.NOT_FOUND, f"no file named {name!r}")
-        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
             raise not_found
         path = self.files_dir / name
         try:
@@ -168,18 +180,26 @@ class StreamsExample(StreamsService):
         return resolved
 
 
-def _unique(directory: Path, name: str) -> Path:
-    """A path in ``directory`` for an already-sanitised name that does not exist yet."""
-    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+def _publish(temporary: Path, directory: Path, name: str) -> Path:
+    """Give a complete upload its name: ``name`` in ``directory``, or ``name (1)`` ... when
+    taken (by anything, a dangling symlink included). A hard link never replaces an existing
+    entry, so no other file is ever overwritten; every candidate fits in 255 UTF-8 bytes."""
     for n in range(1000):
-        candidate = directory / (name if n == 0 else f"{stem} ({n}){dot}{suffix}")
-        if not candidate.exists():
-            return candidate
+        candidate = directory / truncate_utf8(name, MAX_NAME_BYTES, f" ({n})" if n else "")
+        try:
+            os.link(temporary, candidate)
+        except FileExistsError:
+            continue
+        return candidate
     raise RpcError(Code.ALREADY_EXISTS, f"too many files named {name!r}")
 
 
 def _list_files(directory: Path) -> list[FileInfo]:
-    files = (p for p in sorted(directory.iterdir()) if p.is_file() and not p.is_symlink())
+    files = (
+        p
+        for p in sorted(directory.iterdir())
+        if p.is_file() and not p.is_symlink() and not p.name.startswith(".")  # .part: unfinished
+    )
     return [FileInfo(name=p.name, size=p.stat().st_size) for p in files]
 
 
@@ -188,9 +208,7 @@ def _resume(ctx: Context, start: int) -> int:
     last = ctx.last_event_id
     if last is None:
         return start
-    if not last.isdigit():
-        raise RpcError(Code.INVALID_ARGUMENT, f"Last-Event-ID must be a number, not {last!r}")
-    return int(last) + 1
+    return parse_int(last, "Last-Event-ID", maximum=2**62) + 1
 
 
 def _interval(interval_ms: int | None) -> float:

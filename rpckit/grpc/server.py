@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
 from rpckit.encodings import ProtoEncoding
-from rpckit.errors import RpcError, message_too_large
+from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.grpc.status import (
     STATUS_DETAILS_KEY,
     from_grpc_metadata,
@@ -41,6 +41,8 @@ log = logging.getLogger("rpckit.grpc")
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 _NO_DEADLINE = 1e8  # grpcio reports a huge time_remaining() when there is no deadline
+#: Seconds a client stream's end waits for a cancellation grpcio may still deliver.
+END_SETTLE = 0.002
 #: Seconds grpcio waits after rpckit's own drain before it cancels what is left.
 DRAIN_MARGIN = 1.0
 _COMPRESSIONS = {
@@ -142,12 +144,22 @@ async def _requests(
     ctx: Context,
     decode: Callable[[bytes], Any],
 ) -> AsyncIterator[Any]:
-    """The request stream, decoded; it raises (never just ends) when the call was cut short."""
+    """The request stream, decoded; it raises (never just ends) when the call was cut short.
+
+    grpcio ends its request iterator the same way for a half-close and for a cancel (or a
+    deadline, or its own shutdown), and injects the cancellation into the handler's task a
+    moment later. So an end is confirmed before it is reported: a deadline already past
+    fails at once, and ``END_SETTLE`` seconds let a pending cancellation land first (in
+    tests it follows the end within 0.1 ms); a truncated upload never looks complete.
+    """
     stats = ctx.stats
     async for data in requests:
         stats.messages_in += 1
         stats.bytes_in += len(data)
         yield decode(data)
+    if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+        raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+    await asyncio.sleep(END_SETTLE)  # a cancellation arriving now raises CancelledError here
     if context.cancelled() or context.done():
         raise ClientGone
 

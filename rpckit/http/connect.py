@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.metadata import Metadata
+from rpckit.numbers import parse_int
 
 __all__ = [
     "FLAG_COMPRESSED",
@@ -62,18 +63,26 @@ class EnvelopeReader:
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
-        """Add a chunk; yield every message it completes."""
-        self._buffer += chunk
-        while len(self._buffer) >= _HEADER.size:
-            flags, length = _HEADER.unpack_from(self._buffer)
-            if length > self.max_size:
-                raise message_too_large(self.max_size)
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                return
-            data = bytes(self._buffer[_HEADER.size : end])
-            del self._buffer[:end]
-            yield flags, data
+        """Add a chunk; yield every message it completes.
+
+        Linear in the input: complete messages are sliced at a moving offset and the
+        consumed prefix is dropped once per chunk (not once per message)."""
+        buffer = self._buffer
+        buffer += chunk
+        start = 0
+        try:
+            while len(buffer) - start >= _HEADER.size:
+                flags, length = _HEADER.unpack_from(buffer, start)
+                if length > self.max_size:
+                    raise message_too_large(self.max_size)
+                end = start + _HEADER.size + length
+                if len(buffer) < end:
+                    return
+                data = bytes(buffer[start + _HEADER.size : end])
+                start = end
+                yield flags, data
+        finally:
+            del buffer[:start]
 
     def close(self) -> None:
         """The stream ended: fail if it stopped inside a message."""
@@ -85,15 +94,18 @@ class EnvelopeReader:
 
 
 def parse_timeout(value: str | None) -> float | None:
-    """Seconds from a ``Connect-Timeout-Ms`` header; None when absent."""
+    """Seconds from a ``Connect-Timeout-Ms`` header; None when absent.
+
+    At most 10 ASCII digits (the spec's bound); 0 is a deadline already past."""
     if value is None:
         return None
-    if not value.isdigit() or len(value) > MAX_TIMEOUT_DIGITS:
-        raise RpcError(
-            Code.INVALID_ARGUMENT,
-            f"connect-timeout-ms must be a positive integer of at most 10 digits, not {value!r}",
-        )
-    return int(value) / 1000
+    milliseconds = parse_int(
+        value,
+        "connect-timeout-ms",
+        maximum=10**MAX_TIMEOUT_DIGITS - 1,
+        max_digits=MAX_TIMEOUT_DIGITS,
+    )
+    return milliseconds / 1000
 
 
 def _b64(data: bytes) -> str:

@@ -17,7 +17,6 @@ Requests: the same sequences, read back incrementally by ``Deframer`` classes.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -34,6 +33,7 @@ from google.rpc import status_pb2
 from rpckit.encodings import Encoding, EncodingRegistry, from_tree
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.connect import error_json
+from rpckit.nesting import CborScan
 from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
@@ -418,21 +418,31 @@ class Deframer(Protocol):
 
 
 class _Lines:
+    """NDJSON: one message per line. Each byte is searched for a newline once."""
+
     def __init__(self, message_type: type[Message], encoding: Encoding, max_size: int) -> None:
         self.message_type, self.encoding, self.max_size = message_type, encoding, max_size
         self.buffer = bytearray()
+        self.searched = 0  # the buffer holds no newline before this offset
 
     def feed(self, chunk: bytes) -> Iterator[Message]:
-        self.buffer += chunk
-        while (end := self.buffer.find(b"\n")) >= 0:
-            line = bytes(self.buffer[:end]).strip()
-            del self.buffer[: end + 1]
-            if len(line) > self.max_size:
+        buffer = self.buffer
+        buffer += chunk
+        start = 0
+        try:
+            while (end := buffer.find(b"\n", max(start, self.searched))) >= 0:
+                line = bytes(buffer[start:end]).strip()
+                start = self.searched = end + 1
+                if len(line) > self.max_size:
+                    raise message_too_large(self.max_size)
+                if line:
+                    yield self.encoding.decode(line, self.message_type)
+            self.searched = len(buffer)
+            if len(buffer) - start > self.max_size:
                 raise message_too_large(self.max_size)
-            if line:
-                yield self.encoding.decode(line, self.message_type)
-        if len(self.buffer) > self.max_size:
-            raise message_too_large(self.max_size)
+        finally:
+            del buffer[:start]
+            self.searched = max(0, self.searched - start)
 
     def close(self) -> None:
         rest = bytes(self.buffer).strip()
@@ -444,31 +454,38 @@ class _Lines:
 
 
 class _Delimited:
+    """Varint-delimited protobuf; complete messages are sliced at a moving offset."""
+
     def __init__(self, message_type: type[Message], encoding: Encoding, max_size: int) -> None:
         self.message_type, self.encoding, self.max_size = message_type, encoding, max_size
         self.buffer = bytearray()
 
     def feed(self, chunk: bytes) -> Iterator[Message]:
-        self.buffer += chunk
-        while True:
-            length, offset = 0, 0
-            for shift in range(0, 70, 7):
-                if offset >= len(self.buffer):
+        buffer = self.buffer
+        buffer += chunk
+        start = 0
+        try:
+            while True:
+                length, offset = 0, start
+                for shift in range(0, 70, 7):
+                    if offset >= len(buffer):
+                        return
+                    byte = buffer[offset]
+                    offset += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                else:
+                    raise RpcError(Code.INVALID_ARGUMENT, "malformed varint length")
+                if length > self.max_size:
+                    raise message_too_large(self.max_size)
+                if len(buffer) < offset + length:
                     return
-                byte = self.buffer[offset]
-                offset += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-            else:
-                raise RpcError(Code.INVALID_ARGUMENT, "malformed varint length")
-            if length > self.max_size:
-                raise message_too_large(self.max_size)
-            if len(self.buffer) < offset + length:
-                return
-            data = bytes(self.buffer[offset : offset + length])
-            del self.buffer[: offset + length]
-            yield self.encoding.decode(data, self.message_type)
+                data = bytes(buffer[offset : offset + length])
+                start = offset + length
+                yield self.encoding.decode(data, self.message_type)
+        finally:
+            del buffer[:start]
 
     def close(self) -> None:
         if self.buffer:
@@ -476,13 +493,21 @@ class _Delimited:
 
 
 class _Objects:
-    """CBOR or MsgPack sequences: self-delimiting items decoded one by one."""
+    """CBOR or MsgPack sequences: self-delimiting items decoded one by one.
+
+    Both are linear in the input: msgpack's Unpacker resumes where it stopped, and for CBOR
+    a ``CborScan`` walks the item headers as bytes arrive, so cbor2 decodes each complete
+    item exactly once (never the whole buffer again per arriving piece).
+    """
 
     def __init__(self, message_type: type[Message], kind: str, max_size: int) -> None:
         self.message_type, self.kind, self.max_size = message_type, kind, max_size
         self.buffer = bytearray()
-        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_size)
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max_size, strict_map_key=True)
         self.fed = 0
+        self.scan = CborScan(max_size=max_size)
+        #: How many times an item was handed to cbor2 (one per item: see the linearity test).
+        self.decodes = 0
 
     def feed(self, chunk: bytes) -> Iterator[Message]:
         if self.kind == "msgpack":
@@ -498,21 +523,28 @@ class _Objects:
             for tree in trees:
                 yield from_tree("msgpack", tree, self.message_type)
             return
-        self.buffer += chunk
-        while self.buffer:
-            stream = io.BytesIO(bytes(self.buffer))
-            try:
-                tree = cbor2.CBORDecoder(stream).decode()
-            except cbor2.CBORDecodeEOF:
-                if len(self.buffer) > self.max_size:
-                    raise message_too_large(self.max_size) from None
-                return
-            except Exception as exc:
-                raise RpcError(Code.INVALID_ARGUMENT, f"invalid cbor: {exc}") from None
-            if stream.tell() > self.max_size:
-                raise message_too_large(self.max_size)
-            del self.buffer[: stream.tell()]
-            yield from_tree("cbor", tree, self.message_type)
+        buffer = self.buffer
+        buffer += chunk
+        start = 0
+        try:
+            while start < len(buffer):
+                end = self.scan.item_end(buffer)
+                if end is None:
+                    if len(buffer) - start > self.max_size:
+                        raise message_too_large(self.max_size)
+                    return
+                if end - start > self.max_size:
+                    raise message_too_large(self.max_size)
+                self.decodes += 1
+                try:
+                    tree = cbor2.loads(bytes(buffer[start:end]))
+                except Exception as exc:
+                    raise RpcError(Code.INVALID_ARGUMENT, f"invalid cbor: {exc}") from None
+                start = end
+                yield from_tree("cbor", tree, self.message_type)
+        finally:
+            del buffer[:start]
+            self.scan.shift(start)
 
     def close(self) -> None:
         if self.buffer or (self.kind == "msgpack" and self.unpacker.tell() != self.fed):

@@ -57,6 +57,7 @@ from rpckit.http.routes import (
     response_item,
 )
 from rpckit.metadata import Metadata
+from rpckit.numbers import try_int
 from rpckit.service import HttpRule, MethodKind, MethodSpec
 from rpckit.streams import ByteStream, Event, FileStream, TextStream
 from rpckit.v1.stream_pb2 import Bytes, Text
@@ -232,12 +233,12 @@ class _PlainRequest:
         """The request body of a client-streaming call, as the handler receives it."""
         chunks = _counted(body_chunks(self.receive), self.ctx)
         if self.method.input is HttpBody:
-            length = self.headers.get("content-length") or ""
+            length = self.headers.get("content-length")
             return file_upload(
                 chunks,
                 self.headers,
                 self.headers.get("content-type"),
-                size=int(length) if length.isdigit() else None,
+                size=None if length is None else try_int(length.strip()),
             )
         if self.method.input is Bytes:
             return ByteStream(checked_chunks(chunks, declared_size(self.headers)))

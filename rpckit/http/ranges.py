@@ -8,6 +8,8 @@ import re
 import time
 from collections.abc import Mapping
 
+from rpckit.numbers import try_int
+
 __all__ = [
     "UNSATISFIABLE",
     "Unsatisfiable",
@@ -54,17 +56,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | Unsatisfiabl
     if not first:
         if not last:
             return None
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return UNSATISFIABLE
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    end = None if not last else _position(last)
+    if end is not None and end < start:
         return None  # RFC 9110 §14.1.1: last < first makes the spec invalid, not unsatisfiable
     if start >= size:
         return UNSATISFIABLE
-    end = size - 1 if not last else min(int(last), size - 1)
-    return start, end
+    return start, size - 1 if end is None else min(end, size - 1)
+
+
+#: Positions beyond any file (more than 20 digits) all mean "past the end": the same answer.
+_FAR = 2**64
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range spec (ASCII digits already matched), bounded in length."""
+    value = try_int(digits.lstrip("0") or "0", maximum=_FAR)
+    return _FAR if value is None else value
 
 
 def etag(size: int, mtime: float) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import uvicorn
 
 from rpckit.call import Drain
+from rpckit.http.guard import HttpTimeouts, RequestGuard, uvicorn_protocol
 
 __all__ = [
     "SERVERS",
@@ -114,13 +115,19 @@ class HttpServer:
         reuse_port: bool = False,
         tls: HttpTls | None = None,
         drain: Drain | None = None,
+        timeouts: HttpTimeouts | None = None,
+        parser: str = "auto",
     ) -> None:
-        self.app = app
+        self.drain = _drain_event(app, drain)
+        #: Header, idle and body-progress timeouts (``rpckit.http.guard``).
+        self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
+        self.app = RequestGuard(app, body_timeout=self.timeouts.body)
         self.grace = grace
         self.log_level = log_level
         self.reuse_port = reuse_port
         self.tls = tls
-        self.drain = _drain_event(app, drain)
+        #: uvicorn's HTTP parser: ``auto`` (httptools when installed), ``httptools`` or ``h11``.
+        self.parser = parser
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         #: The listening sockets, once started.
@@ -139,6 +146,8 @@ class HttpServer:
             # uvicorn's own hard stop only comes after that, as a backstop.
             timeout_graceful_shutdown=math.ceil(self.grace) + DRAIN_MARGIN,
             access_log=False,
+            http=uvicorn_protocol(self.parser, self.timeouts.header),
+            timeout_keep_alive=self.timeouts.idle,  # type: ignore[arg-type]  # int in its hints
             ssl_certfile=tls.cert if tls else None,
             ssl_keyfile=tls.key if tls else None,
             ssl_ca_certs=tls.client_ca if tls else None,
@@ -187,12 +196,15 @@ class GranianServer:
         log_level: str = "warning",
         tls: HttpTls | None = None,
         drain: Drain | None = None,
+        timeouts: HttpTimeouts | None = None,
     ) -> None:
-        self.app = app
+        self.drain = _drain_event(app, drain)
+        #: Header, idle and body-progress timeouts (``rpckit.http.guard``).
+        self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
+        self.app = RequestGuard(app, body_timeout=self.timeouts.body)
         self.grace = grace
         self.log_level = log_level
         self.tls = tls
-        self.drain = _drain_event(app, drain)
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self._placeholder: socket.socket | None = None
@@ -200,6 +212,7 @@ class GranianServer:
     async def start(self, address: str) -> int:
         """Bind ``host:port`` and start serving in the background; returns the bound port."""
         from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
         from granian.log import LogLevels
         from granian.server.embed import Server
 
@@ -213,6 +226,10 @@ class GranianServer:
             address=host,
             port=port,
             interface=Interfaces.ASGINL,
+            # hyper's header read timeout also bounds idle keep-alive connections (it runs
+            # from the end of one response to the next complete request head); it starts at
+            # a connection's first byte, so a connection that never sends one stays open.
+            http1_settings=HTTP1Settings(header_read_timeout=_milliseconds(self.timeouts)),
             log_enabled=level in ("debug", "info"),
             log_level=LogLevels(level) if level in ("debug", "info") else LogLevels.warning,
             ssl_cert=tls.cert if tls else None,
@@ -244,6 +261,10 @@ class GranianServer:
                 timer.cancel()
             if self._placeholder is not None:
                 self._placeholder.close()
+
+
+def _milliseconds(timeouts: HttpTimeouts) -> int:
+    return max(1, round(1000 * min(timeouts.header, timeouts.idle)))
 
 
 async def _end_websockets(app: Any) -> None:
@@ -286,10 +307,14 @@ def create_http_server(
     reuse_port: bool = False,
     tls: HttpTls | None = None,
     drain: Drain | None = None,
+    timeouts: HttpTimeouts | None = None,
 ) -> HttpServer | GranianServer:
     """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
     if kind == "granian":
-        return GranianServer(app, grace=grace, log_level=log_level, tls=tls, drain=drain)
+        return GranianServer(
+            app, grace=grace, log_level=log_level, tls=tls, drain=drain, timeouts=timeouts
+        )
     return HttpServer(
-        app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, drain=drain
-    )
+        app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, drain=drain,
+        timeouts=timeouts,
+    )  # fmt: skip

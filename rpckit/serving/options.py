@@ -54,6 +54,12 @@ class ServeOptions:
     access_log: bool = True
     #: ``--otel``: OpenTelemetry spans and metrics, exported over OTLP per ``OTEL_*``.
     otel: bool = False
+    #: ``--header-timeout``: seconds a connection has to deliver a complete request head.
+    header_timeout: float = 10.0
+    #: ``--idle-timeout``: seconds an idle keep-alive connection stays open.
+    idle_timeout: float = 5.0
+    #: ``--body-timeout``: seconds the server waits for each next piece of a request body.
+    body_timeout: float = 30.0
     #: ``--docs``: the docs page at ``/docs`` and the OpenAPI document at ``/docs/openapi.json``.
     docs: bool = False
     #: ``--reload``: restart on a .py or .proto change under the current directory

@@ -63,6 +63,7 @@ async def serve_process(
 
     from rpckit.grpc import GrpcServer
     from rpckit.http import Cors, create_app
+    from rpckit.http.guard import HttpTimeouts
     from rpckit.http.health import HealthProbes, HealthState
     from rpckit.http.serve import create_http_server
     from rpckit.interceptors.loading import serve_interceptors
@@ -122,6 +123,11 @@ async def serve_process(
             reuse_port=reuse_port,
             tls=tls,
             drain=bridge.drain,
+            timeouts=HttpTimeouts(
+                header=options.header_timeout,
+                idle=options.idle_timeout,
+                body=options.body_timeout,
+            ),
         )
     try:
         ports: Ports = {}

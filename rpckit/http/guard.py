@@ -1,0 +1,168 @@
+"""Limits on what one HTTP connection may hold: header, idle and body-progress timeouts, and
+requests with ambiguous framing.
+
+- **header timeout**: a connection must deliver a complete request head within this many
+  seconds of opening (or of the previous response); otherwise it is closed. On uvicorn a
+  protocol subclass (``guarded_protocol``) does it, covering connections that never send a
+  byte; on granian its own ``header_read_timeout`` does, once the first byte has arrived.
+- **idle timeout**: a keep-alive connection with no request in flight is closed after this
+  many seconds (uvicorn's ``timeout_keep_alive``; granian's header timeout covers it).
+- **body timeout**: once a request is being read, every piece of its body must follow the
+  previous one within this many seconds; a stalled body ends the call with
+  ``deadline_exceeded`` (the ASGI ``RequestGuard``, the same on every server).
+- **ambiguous framing**: ``Content-Length`` together with ``Transfer-Encoding`` is answered
+  400 with ``Connection: close`` (RFC 9112 §6.1), before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from rpckit.errors import Code, RpcError
+
+__all__ = ["HttpTimeouts", "RequestGuard", "ambiguous_framing", "guarded_protocol"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+@dataclass(frozen=True)
+class HttpTimeouts:
+    """Seconds; see the module docstring. The defaults are ``rpckit serve``'s."""
+
+    header: float = 10.0
+    idle: float = 5.0
+    body: float = 30.0
+
+
+def ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request head carries both Content-Length and Transfer-Encoding."""
+    names = {name.lower() for name, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+_AMBIGUOUS = json.dumps(
+    {
+        "code": Code.INVALID_ARGUMENT.connect_name,
+        "message": "a request may not carry both Content-Length and Transfer-Encoding",
+    },
+    separators=(",", ":"),
+).encode()
+
+
+class RequestGuard:
+    """ASGI middleware: refuses ambiguous framing and bounds the wait for each body piece."""
+
+    def __init__(self, app: Any, *, body_timeout: float | None = 30.0) -> None:
+        self.app = app
+        self.body_timeout = body_timeout
+        #: Starlette-style apps expose ``state`` (the drain event lives there).
+        self.state = getattr(app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if ambiguous_framing(scope.get("headers", [])):
+            await _refuse_ambiguous(send)
+            return
+        if self.body_timeout is not None:
+            receive = _BodyProgress(receive, self.body_timeout)
+        await self.app(scope, receive, send)
+
+
+async def _refuse_ambiguous(send: Any) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_AMBIGUOUS)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": _AMBIGUOUS})
+
+
+class _BodyProgress:
+    """``receive`` with a time limit on each body piece, until the body is complete (after
+    that, receive() only reports the disconnect, and may wait as long as the call runs)."""
+
+    __slots__ = ("_complete", "_receive", "_timeout")
+
+    def __init__(self, receive: Any, timeout: float) -> None:
+        self._receive = receive
+        self._timeout = timeout
+        self._complete = False
+
+    async def __call__(self) -> Message:
+        if self._complete:
+            message: Message = await self._receive()
+            return message
+        try:
+            async with asyncio.timeout(self._timeout):
+                message = await self._receive()
+        except TimeoutError:
+            raise RpcError(
+                Code.DEADLINE_EXCEEDED,
+                f"the request body stalled: no data for {self._timeout:g} s",
+            ) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._complete = True
+        return message
+
+
+def guarded_protocol(base: type[Any], header_timeout: float) -> type[Any]:
+    """A uvicorn HTTP protocol class that closes a connection whose request head is not
+    complete ``header_timeout`` seconds after it opened (or after the previous response):
+    a client trickling headers, or connecting and sending nothing, holds no socket for long.
+    """
+
+    class HeaderTimeoutProtocol(base):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(header_timeout, self._header_timeout)
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            cycle = self.cycle
+            if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()  # no request head arrived in time
+
+    HeaderTimeoutProtocol.__name__ = f"HeaderTimeout{base.__name__}"
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_protocol(parser: str, header_timeout: float) -> type[Any]:
+    """uvicorn's protocol class for ``parser`` (``auto``: httptools when installed, else
+    h11), with the header timeout."""
+    base: type[Any]
+    if parser in ("auto", "httptools"):
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:
+            if parser == "httptools":
+                raise
+        else:
+            return guarded_protocol(HttpToolsProtocol, header_timeout)
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    base = H11Protocol
+    return guarded_protocol(base, header_timeout)
