@@ -254,6 +254,8 @@ class MsgPackEncoding:
         """Parses one MessagePack object (no trailing bytes) holding a JSON-mapping tree."""
         try:
             tree = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except msgpack.StackError:  # deeper than msgpack's own stack, far past MAX_DEPTH
+            raise too_deep("msgpack") from None
         except Exception as exc:
             raise _invalid("msgpack", exc) from None
         return from_tree("msgpack", tree, message_type)

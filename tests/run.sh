@@ -9,3 +9,4 @@ echo "== buf lint"; bash tests/lint_protos.sh
 echo "== docs site (strict)"; bash tests/site_and_package.sh site
 echo "== wheel and sdist"; bash tests/site_and_package.sh package
 echo "== pytest"; pytest "$@"
+echo "== other Pythons (pure and in-process tests)"; bash tests/pythons.sh

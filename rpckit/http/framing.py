@@ -33,7 +33,7 @@ from google.rpc import status_pb2
 from rpckit.encodings import Encoding, EncodingRegistry, from_tree
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.connect import error_json
-from rpckit.nesting import CborScan
+from rpckit.nesting import CborScan, too_deep
 from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
@@ -517,6 +517,8 @@ class _Objects:
                 trees = list(self.unpacker)
             except msgpack.BufferFull:
                 raise message_too_large(self.max_size) from None
+            except msgpack.StackError:
+                raise too_deep("msgpack") from None
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
                 raise RpcError(Code.INVALID_ARGUMENT, f"invalid msgpack: {reason}") from None
