@@ -23,6 +23,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import CoroutineType
 from typing import Any, Protocol, TypeAlias
 
 from google.protobuf.message import Message
@@ -53,10 +54,12 @@ class Prepared:
         self.make = make
 
 
-#: What an adapter hands over as the request: the message itself, a coroutine function that
-#: reads and decodes it (so that reading counts against the deadline and its errors map to a
-#: status like any other), or for client streams an async iterator of messages.
-Request: TypeAlias = Message | Callable[[], Awaitable[Message]] | AsyncIterator[Any] | Prepared
+#: What an adapter hands over as the request: the message itself, a function (plain or
+#: ``async``) that reads and decodes it (so that reading counts against the deadline and its
+#: errors map to a status like any other), or for client streams an async iterator of messages.
+Request: TypeAlias = (
+    Message | Callable[[], Message | Awaitable[Message]] | AsyncIterator[Any] | Prepared
+)
 
 
 class ClientGone(Exception):
@@ -147,8 +150,8 @@ class CallRunner:
         responder: Responder,
         *,
         owns_task: bool = True,
-    ) -> Outcome:
-        """Run one call to its end and return its outcome.
+    ) -> Outcome | None:
+        """Run one call to its end; its outcome, if an interceptor observes outcomes.
 
         ``owns_task`` says the current task exists for this call alone (an HTTP request):
         a cancellation (the adapter's disconnect watcher) then ends the call quietly as
@@ -200,7 +203,9 @@ class CallRunner:
             raise
         return self._end(ctx, error, gone=False)
 
-    def _end(self, ctx: Context, error: RpcError | None, *, gone: bool) -> Outcome:
+    def _end(self, ctx: Context, error: RpcError | None, *, gone: bool) -> Outcome | None:
+        if not self.chain.ends:
+            return None  # nobody looks: building the outcome would be wasted
         stats = ctx.stats
         if gone:
             code, message = Code.CANCELLED, "the client has gone"
@@ -218,8 +223,7 @@ class CallRunner:
             bytes_in=stats.bytes_in,
             bytes_out=stats.bytes_out,
         )
-        if self.chain.ends:
-            self.chain.end(ctx, outcome)
+        self.chain.end(ctx, outcome)
         return outcome
 
     async def _guarded(
@@ -281,7 +285,8 @@ class CallRunner:
                 await aclose(requests)
             return
         if callable(request):
-            request = await request()
+            read: Any = request()
+            request = await read if type(read) is CoroutineType else read
         ctx.stats.messages_in += 1
         if chain.requests:
             request = await chain.request(ctx, request)
@@ -295,10 +300,12 @@ class CallRunner:
         stats = ctx.stats
         if not method.kind.server_streams:
             result = handler(argument, ctx)
-            if not inspect.isawaitable(result):
+            if type(result) is not CoroutineType and not inspect.isawaitable(result):
                 await aclose(result)
                 raise _wrong_shape(method, result)
-            response = _checked(method, await result)
+            response = await result
+            if type(response) is not method.output:
+                response = _checked(method, response)
             if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                 ctx.cancel()  # finished, but too late: the client has given up
                 raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rpckit.metadata import Metadata
@@ -16,15 +15,18 @@ __all__ = ["CallStats", "Context", "HeaderSender"]
 DEFAULT_COMPRESSION = "default"
 
 
-@dataclass(slots=True)
 class CallStats:
     """What went through one call: counted by the call runner and the transport adapter."""
 
-    started: float = field(default_factory=time.monotonic)
-    messages_in: int = 0
-    messages_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out", "started")
+
+    def __init__(self, started: float | None = None) -> None:
+        #: When the request arrived, in ``time.monotonic()`` seconds.
+        self.started = time.monotonic() if started is None else started
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 class HeaderSender(Protocol):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -190,11 +191,8 @@ def _method_handler(
         if client_streams:
             request = _requests(request, context, ctx, decode)
         else:
-            data: bytes = request
-            ctx.stats.bytes_in = len(data)
-
-            def request() -> Any:
-                return _decoded(decode, data)
+            ctx.stats.bytes_in = len(request)
+            request = partial(decode, request)
 
         responder = _GrpcResponder(context, streaming)
         await runner.run(ctx, fn, request, responder, owns_task=False)
@@ -209,10 +207,6 @@ def _method_handler(
     else:
         make = grpc.stream_stream_rpc_method_handler
     return make(call, request_deserializer=None, response_serializer=serialize)
-
-
-async def _decoded(decode: Callable[[bytes], Any], data: bytes) -> Any:
-    return decode(data)
 
 
 def generic_handler(
