@@ -30,6 +30,19 @@ class Metadata:
         if items is not None:
             self.extend(items)
 
+    @classmethod
+    def from_asgi(cls, headers: Iterable[tuple[bytes, bytes]]) -> Metadata:
+        """The headers of an ASGI scope (names already lower-case, per the ASGI spec)."""
+        metadata = cls()
+        metadata._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        return metadata
+
+    def without(self, keys: frozenset[str]) -> Metadata:
+        """A copy without the (lower-case) ``keys``."""
+        metadata = Metadata()
+        metadata._items = [(k, v) for k, v in self._items if k not in keys]
+        return metadata
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value for ``key``, or ``default``."""
         key = key.lower()

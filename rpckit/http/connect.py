@@ -220,6 +220,8 @@ def metadata_from_headers(headers: Iterable[tuple[str, str]]) -> tuple[Metadata,
 
 def request_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
     """The call metadata in request headers: everything but the protocol's own headers."""
+    if isinstance(headers, Metadata):
+        return headers.without(PROTOCOL_HEADERS)  # keys already lower-case
     metadata = Metadata()
     for key, value in headers:
         key = key.lower()

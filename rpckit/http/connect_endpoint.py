@@ -68,9 +68,7 @@ class ConnectEndpoint:
         self.runner = runner if runner is not None else CallRunner()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Metadata(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        )
+        headers = Metadata.from_asgi(scope["headers"])
         try:
             if scope["method"] == "POST":
                 if self.method.kind is MethodKind.UNARY:

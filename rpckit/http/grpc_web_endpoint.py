@@ -78,9 +78,7 @@ class GrpcWebEndpoint:
         self.runner = runner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Metadata(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        )
+        headers = Metadata.from_asgi(scope["headers"])
         kind = parse_content_type(headers.get("content-type") or "")
         codec = self.options.encodings.get(kind.codec) if kind is not None else None
         if kind is None or codec is None:

@@ -101,6 +101,9 @@ class PlainRouter:
         self, routes: list[PlainRoute], options: BridgeOptions, runner: CallRunner | None = None
     ) -> None:
         self.routes = routes
+        self._by_verb: dict[str, list[PlainRoute]] = {}
+        for route in routes:
+            self._by_verb.setdefault(route.rule.method, []).append(route)
         self.options = options
         self.runner = runner if runner is not None else CallRunner()
         self.sse_keep_alive = SSE_KEEP_ALIVE
@@ -110,12 +113,13 @@ class PlainRouter:
 
     def match(self, verb: str, raw_path: str) -> tuple[PlainRoute, dict[str, str]] | None:
         """The route and path variables for a request, or None."""
-        verb = "GET" if verb == "HEAD" else verb
-        for route in self.routes:
-            if route.rule.method == verb:
-                params = route.template.match(raw_path)
-                if params is not None:
-                    return route, params
+        plain = "%" not in raw_path  # else literals may be escaped: match every template
+        for route in self._by_verb.get("GET" if verb == "HEAD" else verb, ()):
+            if plain and not raw_path.startswith(route.template.prefix):
+                continue
+            params = route.template.match(raw_path)
+            if params is not None:
+                return route, params
         return None
 
     def stream_framing(self, accept: str | None, output: type[Message]) -> Framing | None:
@@ -146,9 +150,7 @@ class PlainRouter:
         self, route: PlainRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Serve one matched request: decode it, hand it to the runner, write its answer."""
-        headers = Metadata(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        )
+        headers = Metadata.from_asgi(scope["headers"])
         method = route.method
         ctx = call_context(method, scope, headers, "plain")
         responder = _PlainResponder(self, route, scope, receive, send, headers)

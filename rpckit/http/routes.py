@@ -130,6 +130,8 @@ class PathTemplate:
     pattern: re.Pattern[str]
     fields: tuple[str, ...]
     multi: tuple[bool, ...] = ()
+    #: What every matching path (without percent-escapes) starts with: a cheap first test.
+    prefix: str = "/"
 
     @classmethod
     def compile(cls, template: str) -> PathTemplate:
@@ -191,11 +193,20 @@ class PathTemplate:
         if verb:
             pattern += re.escape(":" + _normalize(verb))
         variables = [item for item in items if isinstance(item, _Variable)]
+        literals: list[str] = []
+        for item in items:
+            if isinstance(item, _Variable) or item in ("*", "**"):
+                break
+            literals.append(item)
+        prefix = "/" + "/".join(literals)
+        if len(literals) < len(items):
+            prefix = prefix.rstrip("/") + "/"
         return cls(
             template,
             re.compile(pattern + r"\Z"),
             fields,
             tuple(variable.multi for variable in variables),
+            prefix,
         )
 
     def match(self, raw_path: str) -> dict[str, str] | None:

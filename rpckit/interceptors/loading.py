@@ -64,5 +64,9 @@ def serve_interceptors(
     if access_log:
         from rpckit.interceptors.access_log import AccessLog
 
-        chain.append(AccessLog())
+        log = AccessLog()
+        # Decided once, at start: below INFO (--log-level warning) the access log would only
+        # ever return early, so it stays out of the chain and costs nothing per call.
+        if log.logger.isEnabledFor(log.level):
+            chain.append(log)
     return chain + load_interceptors(targets)
