@@ -178,14 +178,21 @@ class BodyWriter:
         self._pending: list[bytes] = []
         self._size = 0
         self._final = False
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._idle = asyncio.Event()
+        # The events and the writer task are made by the first write(): a response that
+        # never streams (a unary answer, an early error) costs nothing here.
+        self._wake: asyncio.Event
+        self._drained: asyncio.Event
+        self._idle: asyncio.Event
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, data: bytes) -> None:
         """Queue ``data``; waits while too much is pending; raises if sending failed."""
         if self._task is None:
+            self._wake, self._drained, self._idle = (
+                asyncio.Event(),
+                asyncio.Event(),
+                asyncio.Event(),
+            )
             self._task = asyncio.ensure_future(self._run())
         elif self._task.done():
             self._task.result()  # re-raise what stopped the writer
