@@ -2,5 +2,6 @@
 
 from rpckit.http.app import Bridge, Cors, create_app
 from rpckit.http.client import ConnectTransport
+from rpckit.http.grpc_web_client import GrpcWebTransport
 
-__all__ = ["Bridge", "ConnectTransport", "Cors", "create_app"]
+__all__ = ["Bridge", "ConnectTransport", "Cors", "GrpcWebTransport", "create_app"]

@@ -1,6 +1,7 @@
 """The gRPC-Web protocol's wire rules, free of I/O: content types, frames, the trailer frame,
 the base64 ``-text`` variant (decoded and encoded incrementally), ``grpc-timeout`` and
-``grpc-message`` escaping. Server and tests build on these.
+``grpc-message`` escaping, and the status a client reads from trailers. Server, client and
+tests build on these.
 
 A gRPC-Web body is a sequence of 5-byte-prefixed frames (flags, big-endian length) like
 gRPC's: flag 0x01 marks a compressed message, flag 0x80 the trailer frame, whose payload is
@@ -11,25 +12,31 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import struct
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote, unquote
 
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.metadata import Metadata
+from rpckit.grpc.status import STATUS_DETAILS_KEY, details_from_status
+from rpckit.metadata import Metadata, decode_bin
 
 __all__ = [
     "FLAG_COMPRESSED",
     "FLAG_TRAILER",
     "PROTOCOL_HEADERS",
+    "RESPONSE_PROTOCOL_HEADERS",
     "Base64Decoder",
     "FrameReader",
     "GrpcWebType",
+    "encode_grpc_timeout",
     "frame",
     "parse_content_type",
     "parse_grpc_timeout",
     "parse_trailers",
+    "response_metadata",
+    "status_from_trailers",
     "trailer_frame",
 ]
 
@@ -44,6 +51,14 @@ PROTOCOL_HEADERS = frozenset(
         "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "x-grpc-web", "x-user-agent",
         "te", "content-type", "content-length", "accept", "accept-encoding", "host",
         "connection", "keep-alive", "transfer-encoding", "origin", "referer", "user-agent",
+    }
+)  # fmt: skip
+#: Response headers and trailers that belong to the protocol or to HTTP, not to the call.
+RESPONSE_PROTOCOL_HEADERS = frozenset(
+    {
+        "grpc-status", "grpc-message", STATUS_DETAILS_KEY, "grpc-encoding",
+        "grpc-accept-encoding", "content-type", "content-length", "content-encoding",
+        "transfer-encoding", "connection", "keep-alive", "date", "server", "vary", "trailer",
     }
 )  # fmt: skip
 
@@ -85,10 +100,12 @@ class FrameReader:
     """Splits a byte stream into (flags, data) frames as chunks arrive.
 
     A frame longer than ``max_size`` is refused from its header alone, before it is buffered.
+    ``body`` names the stream in error messages (a client reads a ``response body``).
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, body: str = "request body") -> None:
         self.max_size = max_size
+        self.body = body
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
@@ -110,7 +127,7 @@ class FrameReader:
         if self._buffer:
             raise RpcError(
                 Code.INVALID_ARGUMENT,
-                f"request body ended inside a frame ({len(self._buffer)} bytes left over)",
+                f"{self.body} ended inside a frame ({len(self._buffer)} bytes left over)",
             )
 
 
@@ -119,9 +136,11 @@ class Base64Decoder:
 
     Clients may encode each frame separately, so padding can appear in the middle of the
     body: every complete 4-character group is decoded on its own. Whitespace is ignored.
+    ``body`` names the stream in error messages.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, body: str = "request body") -> None:
+        self.body = body
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -139,14 +158,14 @@ class Base64Decoder:
             )
         except (binascii.Error, ValueError):
             raise RpcError(
-                Code.INVALID_ARGUMENT, "grpc-web-text request body is not valid base64"
+                Code.INVALID_ARGUMENT, f"grpc-web-text {self.body} is not valid base64"
             ) from None
 
     def close(self) -> None:
         """The body ended: fail on a dangling partial group."""
         if self._pending:
             raise RpcError(
-                Code.INVALID_ARGUMENT, "grpc-web-text request body ends inside a base64 group"
+                Code.INVALID_ARGUMENT, f"grpc-web-text {self.body} ends inside a base64 group"
             )
 
 
@@ -161,6 +180,16 @@ def parse_grpc_timeout(value: str | None) -> float | None:
             f"grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n), not {value!r}",
         )
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def encode_grpc_timeout(seconds: float) -> str:
+    """A ``grpc-timeout`` value for ``seconds``: the finest unit that fits in 8 digits,
+    rounded up (so the server never sees a shorter deadline than the caller gave)."""
+    for unit, size in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0)):
+        count = math.ceil(max(seconds, 0.0) / size)
+        if count < 100_000_000:
+            return f"{max(count, 1)}{unit}"
+    return f"{min(math.ceil(seconds / 3600.0), 99_999_999)}H"
 
 
 def encode_message(message: str) -> str:
@@ -203,3 +232,36 @@ def request_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:
         if key not in PROTOCOL_HEADERS and not key.startswith(("sec-", "access-control-")):
             metadata.add(key, value)
     return metadata
+
+
+def response_metadata(pairs: Iterable[tuple[str, str]]) -> Metadata:
+    """The call metadata in response headers or trailers: all but the protocol's own."""
+    metadata = Metadata()
+    for key, value in pairs:
+        key = key.lower()
+        if key not in RESPONSE_PROTOCOL_HEADERS:
+            metadata.add(key, value)
+    return metadata
+
+
+def status_from_trailers(trailers: Metadata) -> RpcError | None:
+    """The call's outcome from its trailers (or a trailers-only response's headers): None for
+    ``grpc-status: 0``, else an RpcError with the message, the details of
+    ``grpc-status-details-bin`` and the other trailers as its metadata."""
+    status = trailers.get("grpc-status")
+    metadata = response_metadata(trailers).items()
+    if status is None:
+        return RpcError(Code.UNKNOWN, "gRPC-Web trailers carry no grpc-status", metadata=metadata)
+    try:
+        code = Code(int(status.strip(), 10))
+    except ValueError:
+        return RpcError(Code.UNKNOWN, f"malformed grpc-status {status[:40]!r}", metadata=metadata)
+    if code is Code.OK:
+        return None
+    message = trailers.get("grpc-message") or ""
+    details = trailers.get(STATUS_DETAILS_KEY)
+    try:
+        raw = decode_bin(details) if details else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    return RpcError(code, message, details_from_status(raw) if raw else (), metadata=metadata)

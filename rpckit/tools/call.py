@@ -95,21 +95,16 @@ def _http_transport(target: Target, cacert: Path | None) -> Transport:
         verify = ssl.create_default_context(cafile=str(cacert))
     client = httpx.AsyncClient(timeout=httpx.Timeout(None), verify=verify)
     if target.protocol == "grpc-web":
-        try:
-            from rpckit.http.grpc_web_client import (  # type: ignore[import-not-found,unused-ignore]
-                GrpcWebTransport,
-            )
-        except ImportError:
-            raise UsageError("--protocol grpc-web: no gRPC-Web client in this rpckit") from None
-        web: Transport = GrpcWebTransport(target.address, client=client)
-        return web
+        from rpckit.http.grpc_web_client import GrpcWebTransport
+
+        return _Owning(GrpcWebTransport(target.address, client=client), client)
     from rpckit.http.client import ConnectTransport
 
     return _Owning(ConnectTransport(target.address, client=client), client)
 
 
 class _Owning(AsyncClosing):
-    """A Connect transport that also closes the httpx client it was given."""
+    """An HTTP transport that also closes the httpx client it was given."""
 
     def __init__(self, transport: Any, client: Any) -> None:
         self.transport = transport

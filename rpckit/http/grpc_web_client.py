@@ -1,0 +1,287 @@
+"""A typed-client transport that speaks gRPC-Web over HTTP/1.1 (httpx).
+
+Binary (``application/grpc-web+<codec>``) or base64 text (``application/grpc-web-text``)
+bodies, ``proto`` or ``json`` (or any registered) encoding; unary, server-streaming and
+client-streaming calls (the request body is streamed). Bidi needs HTTP/2: ``unimplemented``.
+Works against rpckit's bridge and any gRPC-Web server or proxy (Envoy, grpcwebproxy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from google.protobuf.message import Message
+
+from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.compression import Compression, CompressionRegistry, compressions
+from rpckit.encodings import Encoding, EncodingRegistry, encodings
+from rpckit.errors import Code, RpcError
+from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.http.grpc_web import (
+    FLAG_COMPRESSED,
+    FLAG_TRAILER,
+    Base64Decoder,
+    FrameReader,
+    encode_grpc_timeout,
+    frame,
+    parse_trailers,
+    response_metadata,
+    status_from_trailers,
+)
+from rpckit.metadata import Metadata
+from rpckit.service import MethodSpec
+
+__all__ = ["GrpcWebTransport"]
+
+I = TypeVar("I", bound=Message)  # noqa: E741 - request type
+O = TypeVar("O", bound=Message)  # noqa: E741 - response type
+
+_BODY = "response body"
+_MAX_REASON = 4096
+
+
+class GrpcWebTransport(AsyncClosing):
+    """Calls services over gRPC-Web.
+
+    ``encoding`` names the codec (``proto``, ``json``...), ``text`` selects the base64
+    ``application/grpc-web-text`` variant (what browsers without binary streams use). Pass
+    ``client`` to share an ``httpx.AsyncClient``; otherwise the transport owns one (close it,
+    or use ``async with``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        encoding: str = "proto",
+        text: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        encodings: EncodingRegistry = encodings,
+        compressions: CompressionRegistry = compressions,
+    ) -> None:
+        codec = encodings.get(encoding)
+        if codec is None:
+            raise ValueError(f"unknown encoding {encoding!r}; known: {encodings.names()}")
+        self.codec: Encoding = codec
+        self.text = text
+        self.base_url = base_url.rstrip("/")
+        self.max_message_size = max_message_size
+        self.compressions = compressions
+        self.content_type = f"application/grpc-web{'-text' if text else ''}+{codec.name}"
+        self._owned = client is None
+        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(None))
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this transport created it."""
+        if self._owned:
+            await self.client.aclose()
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
+        """Call a unary method: one request frame out, one message and the trailers back."""
+        return await self._single(self._call(method, _one(request), options))
+
+    def server_stream(
+        self, method: MethodSpec[I, O], request: I, options: CallOptions
+    ) -> StreamCall[O]:
+        """Call a server-streaming method; iterate the result for the responses."""
+        return StreamCall(self._call(method, _one(request), options))
+
+    async def client_stream(
+        self,
+        method: MethodSpec[I, O],
+        requests: AsyncIterable[I] | Iterable[I],
+        options: CallOptions,
+    ) -> O:
+        """Call a client-streaming method; the requests go out as they are produced."""
+        return await self._single(self._call(method, as_async_iterable(requests), options))
+
+    def bidi_stream(
+        self,
+        method: MethodSpec[I, O],
+        requests: AsyncIterable[I] | Iterable[I],
+        options: CallOptions,
+    ) -> StreamCall[O]:
+        """gRPC-Web has no bidi streams: fails with ``unimplemented``; use gRPC or WebSocket."""
+        return StreamCall(_bidi_unavailable(method))
+
+    # --- the exchange ----------------------------------------------------------------------
+
+    @staticmethod
+    async def _single(responses: AsyncGenerator[O, None]) -> O:
+        try:
+            result = await anext(responses, None)
+            if result is None:
+                raise RpcError(Code.INTERNAL, "gRPC-Web call ended without a response message")
+            if await anext(responses, None) is not None:
+                raise RpcError(Code.INTERNAL, "gRPC-Web call got more than one response message")
+            return result
+        finally:
+            await responses.aclose()
+
+    def _headers(self, options: CallOptions) -> list[tuple[str, str]]:
+        headers = [
+            ("content-type", self.content_type),
+            ("accept", self.content_type),
+            ("x-grpc-web", "1"),
+            ("x-user-agent", "rpckit-grpc-web"),
+            ("grpc-accept-encoding", ",".join(["identity", *self.compressions.names()])),
+        ]
+        if options.timeout is not None:
+            headers.append(("grpc-timeout", encode_grpc_timeout(options.timeout)))
+        headers += request_metadata(options)
+        return headers
+
+    async def _frames(self, requests: AsyncIterable[Message]) -> AsyncIterator[bytes]:
+        async for request in requests:
+            data = frame(self.codec.encode(request))
+            yield base64.b64encode(data) if self.text else data
+
+    async def _call(
+        self, method: MethodSpec[I, O], requests: AsyncIterable[I], options: CallOptions
+    ) -> AsyncGenerator[O, None]:
+        loop = asyncio.get_running_loop()
+        deadline = None if options.timeout is None else loop.time() + options.timeout
+        async with AsyncExitStack() as stack:
+            async with _call_errors(deadline):
+                response = await stack.enter_async_context(
+                    self.client.stream(
+                        "POST",
+                        self.base_url + method.path,
+                        content=self._frames(requests),
+                        headers=self._headers(options),
+                    )
+                )
+            pairs = response.headers.multi_items()
+            headers = Metadata(pairs)
+            if "grpc-status" in headers:  # trailers-only: the headers are the trailers
+                if options.response is not None:
+                    options.response.trailers = response_metadata(pairs)
+                error = status_from_trailers(headers)
+                if error is not None:
+                    raise error
+                return
+            if options.response is not None:
+                options.response.headers = response_metadata(pairs)
+            if response.status_code != 200:
+                async with _call_errors(deadline):
+                    body = await response.aread()
+                raise _http_error(response.status_code, body)
+            decompressor = self._decompressor(headers.get("grpc-encoding"))
+            reader = FrameReader(self.max_message_size, body=_BODY)
+            decoder = Base64Decoder(body=_BODY) if self.text else None
+            chunks = response.aiter_raw()
+            while True:
+                async with _call_errors(deadline):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                for flags, data in _malformed_as_internal(reader, decoder, chunk):
+                    if flags & FLAG_TRAILER:
+                        trailers = _trailers(data)
+                        if options.response is not None:
+                            options.response.trailers = response_metadata(trailers)
+                        error = status_from_trailers(trailers)
+                        if error is not None:
+                            raise error
+                        return
+                    if flags & FLAG_COMPRESSED:
+                        if decompressor is None:
+                            raise RpcError(Code.INTERNAL, "compressed frame without grpc-encoding")
+                        data = decompressor.decompress(data, self.max_message_size)
+                    yield _decode(self.codec, data, method.output)
+            raise RpcError(Code.INTERNAL, "gRPC-Web response ended without trailers")
+
+    def _decompressor(self, name: str | None) -> Compression | None:
+        if name is None or name == "identity":
+            return None
+        compression = self.compressions.get(name)
+        if compression is None:
+            raise RpcError(Code.INTERNAL, f"server used unknown grpc-encoding {name!r}")
+        return compression
+
+
+def _malformed_as_internal(
+    reader: FrameReader, decoder: Base64Decoder | None, chunk: bytes
+) -> list[tuple[int, bytes]]:
+    """The frames a response chunk completes; a malformed body is the server's fault."""
+    try:
+        return list(reader.feed(decoder.feed(chunk) if decoder is not None else chunk))
+    except RpcError as error:
+        if error.code is Code.INVALID_ARGUMENT:
+            raise RpcError(Code.INTERNAL, error.message) from None
+        raise
+
+
+def _http_error(status: int, body: bytes) -> RpcError:
+    """A non-200 answer without ``grpc-status``: the code from the HTTP status (as gRPC maps
+    it), with the server's one-line reason when its body is a JSON error."""
+    reason = f"HTTP {status}"
+    try:
+        parsed = json.loads(body[:_MAX_REASON]) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        reason += f": {parsed['message']}"
+    return RpcError(Code.from_http_status(status), reason)
+
+
+def _trailers(data: bytes) -> Metadata:
+    try:
+        return parse_trailers(data)
+    except RpcError as error:
+        raise RpcError(Code.INTERNAL, f"malformed gRPC-Web trailers: {error.message}") from None
+
+
+async def _one(request: I) -> AsyncIterator[I]:
+    yield request
+
+
+async def _bidi_unavailable(method: MethodSpec[Any, Any]) -> AsyncIterator[Any]:
+    raise RpcError(
+        Code.UNIMPLEMENTED,
+        f"{method.name} is a bidi stream: gRPC-Web cannot carry it; call it over gRPC or WebSocket",
+    )
+    yield  # pragma: no cover - makes this an async generator
+
+
+def _decode(codec: Encoding, data: bytes, message_type: type[O]) -> O:
+    try:
+        return codec.decode(data, message_type)
+    except RpcError as error:
+        raise RpcError(Code.INTERNAL, f"malformed response: {error.message}") from None
+
+
+class _call_errors:
+    """Map httpx failures to RpcError and enforce the client-side deadline."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self._timeout = asyncio.timeout_at(deadline)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
+        if isinstance(exc, httpx.TimeoutException):
+            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
+        if isinstance(exc, httpx.TransportError):
+            raise RpcError(Code.UNAVAILABLE, f"connection failed: {exc}") from None
+        return False
