@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import httpx
 from google.protobuf.message import Message
@@ -166,6 +167,9 @@ class GrpcWebTransport(AsyncClosing):
             if "grpc-status" in headers:  # trailers-only: the headers are the trailers
                 if options.response is not None:
                     options.response.trailers = response_metadata(pairs)
+                message = headers.get("grpc-message")
+                if message is not None:
+                    headers["grpc-message"] = unquote(message)
                 error = status_from_trailers(headers)
                 if error is not None:
                     raise error
