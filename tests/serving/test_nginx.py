@@ -149,10 +149,12 @@ def test_upload_streams_through_unspooled(deployment: Deployment) -> None:
     def body() -> Iterator[bytes]:
         yield half
         deadline = time.monotonic() + 15
-        target = deployment.files / "streamed.bin"
         while time.monotonic() < deadline:  # wait for the instance to receive the first half
-            if target.exists() and target.stat().st_size > 0:
-                observed.append(target.stat().st_size)
+            # The example writes to a temporary ``.upload-*.part`` file until the upload is
+            # complete, and only then gives it its name.
+            sizes = [p.stat().st_size for p in deployment.files.glob(".upload-*.part")]
+            if any(sizes):
+                observed.append(max(sizes))
                 break
             time.sleep(0.02)
         yield half
