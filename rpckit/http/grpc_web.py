@@ -193,8 +193,16 @@ def encode_grpc_timeout(seconds: float) -> str:
 
 
 def encode_message(message: str) -> str:
-    """``grpc-message`` as the gRPC spec wants it: percent-encoded outside printable ASCII."""
-    return quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    """``grpc-message`` as the gRPC spec wants it: percent-encoded outside printable ASCII
+    (and at its ends, spaces too: a header value's outer spaces do not survive parsing)."""
+    encoded = quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    inner = encoded.strip(" ")
+    if inner == encoded:
+        return encoded
+    if not inner:
+        return "%20" * len(encoded)
+    start = encoded.index(inner)
+    return "%20" * start + inner + "%20" * (len(encoded) - start - len(inner))
 
 
 def trailer_frame(code: Code, message: str, trailers: Iterable[tuple[str, str]]) -> bytes:
