@@ -46,11 +46,15 @@ class MethodKind(enum.Enum):
 
     @property
     def client_streams(self) -> bool:
-        return self in (MethodKind.CLIENT_STREAM, MethodKind.BIDI_STREAM)
+        return self in _CLIENT_STREAMS
 
     @property
     def server_streams(self) -> bool:
-        return self in (MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM)
+        return self in _SERVER_STREAMS
+
+
+_CLIENT_STREAMS = frozenset({MethodKind.CLIENT_STREAM, MethodKind.BIDI_STREAM})
+_SERVER_STREAMS = frozenset({MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM})
 
 
 class Idempotency(enum.Enum):

@@ -41,8 +41,19 @@ class HttpTimeouts:
 
 def ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether a request head carries both Content-Length and Transfer-Encoding."""
-    names = {name.lower() for name, _ in headers}
-    return b"content-length" in names and b"transfer-encoding" in names
+    length, chunked = _framing_headers(headers)
+    return length and chunked
+
+
+def _framing_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
+    """Whether the head has Content-Length, and whether it has Transfer-Encoding."""
+    length = chunked = False
+    for name, _ in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            length = True
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            chunked = True
+    return length, chunked
 
 
 _AMBIGUOUS = json.dumps(
@@ -67,10 +78,12 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if ambiguous_framing(scope.get("headers", [])):
+        length, chunked = _framing_headers(scope.get("headers", []))
+        if length and chunked:
             await _refuse_ambiguous(send)
             return
-        if self.body_timeout is not None:
+        bodiless = not (length or chunked) and scope.get("method") in ("GET", "HEAD")
+        if self.body_timeout is not None and not bodiless:
             receive = _BodyProgress(receive, self.body_timeout)
         await self.app(scope, receive, send)
 

@@ -170,18 +170,22 @@ class PlainRouter:
         request: Request
         if method.kind is MethodKind.CLIENT_STREAM:
             request = Prepared(call.upload)
-        else:
+        elif route.rule.body:
 
             async def request() -> Message:
                 message = await call.message()
                 watch.start()
                 return message
 
+        else:  # nothing to read: the request comes from the path and the query alone
+            watch.start()
+            request = call.bound
         try:
             await self.runner.run(ctx, route.handler, request, responder)
         finally:
             watch.stop()
-            await responder.close()
+            if responder.streaming:
+                await responder.close()
 
 
 class _PlainRequest:
@@ -207,8 +211,12 @@ class _PlainRequest:
         self.ctx = ctx
 
     def _query(self) -> list[tuple[str, str]]:
-        raw = self.scope.get("query_string", b"").decode("latin-1")
-        return parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="replace")
+        raw = self.scope.get("query_string", b"")
+        if not raw:
+            return []
+        return parse_qsl(
+            raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
+        )
 
     async def message(self) -> Message:
         """The request message, from the path, the query and the body."""
@@ -222,6 +230,10 @@ class _PlainRequest:
                     self.headers.get("content-type"), self.options.encodings
                 )
                 body = decode_body(raw, encoding, self.method.input, body_field)
+        return self.bound(body)
+
+    def bound(self, body: Message | None = None) -> Message:
+        """The request message from the path, the query and a decoded body (if any)."""
         request: Message = bind_request(
             self.method.input,
             path_params=self.params,
@@ -320,9 +332,11 @@ class _PlainResponder:
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
-            *header_list(ctx.response_headers),
-            *header_list(ctx.response_trailers),
         ]
+        if ctx.response_headers:
+            headers += header_list(ctx.response_headers)
+        if ctx.response_trailers:
+            headers += header_list(ctx.response_trailers)
         self.started = True
         ctx.mark_headers_sent()
         ctx.stats.bytes_out += len(body)
