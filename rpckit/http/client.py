@@ -12,8 +12,7 @@ import json
 import math
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -24,6 +23,7 @@ from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
 from rpckit.http.connect import (
     FLAG_COMPRESSED,
     FLAG_END_STREAM,
@@ -129,7 +129,7 @@ class ConnectTransport(AsyncClosing):
         url = self.base_url + method.path
         headers = self._headers(options, streaming=False)
         data, compressed = self._encode(request)
-        async with _call_errors(options.timeout):
+        async with CallErrors.after(options.timeout):
             if self.use_get and method.idempotency is Idempotency.NO_SIDE_EFFECTS:
                 query = {"connect": "v1", "encoding": self.codec.name}
                 query["message"] = base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -151,7 +151,7 @@ class ConnectTransport(AsyncClosing):
             error = _error_body(body, response.status_code)
             error.metadata = trailing.items()
             raise error
-        return _decode(self.codec, body, method.output)
+        return decode_response(self.codec, body, method.output)
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class ConnectTransport(AsyncClosing):
         self, method: MethodSpec[I, O], request: I, options: CallOptions
     ) -> StreamCall[O]:
         """Call a server-streaming method; iterate the result for the responses."""
-        return StreamCall(self._stream(method, _single(request), options))
+        return StreamCall(self._stream(method, one_request(request), options))
 
     async def client_stream(
         self,
@@ -186,7 +186,7 @@ class ConnectTransport(AsyncClosing):
         options: CallOptions,
     ) -> StreamCall[O]:
         """Bidi streaming needs HTTP/2: fails with ``unimplemented``; use gRPC."""
-        return StreamCall(_bidi_unavailable(method))
+        return StreamCall(bidi_refused(method, "it needs HTTP/2; call it over gRPC"))
 
     async def _stream(
         self, method: MethodSpec[I, O], requests: AsyncIterable[I], options: CallOptions
@@ -195,7 +195,7 @@ class ConnectTransport(AsyncClosing):
         loop = asyncio.get_running_loop()
         deadline = None if options.timeout is None else loop.time() + options.timeout
         async with AsyncExitStack() as stack:
-            async with _call_errors(options.timeout, deadline=deadline):
+            async with CallErrors(deadline):
                 response = await stack.enter_async_context(
                     self.client.stream(
                         "POST",
@@ -208,14 +208,14 @@ class ConnectTransport(AsyncClosing):
             if options.response is not None:
                 options.response.headers = leading
             if response.status_code != 200:
-                async with _call_errors(options.timeout, deadline=deadline):
+                async with CallErrors(deadline):
                     body = await response.aread()
                 raise _error_body(body, response.status_code)
             decompressor = self._decompressor(response.headers.get("connect-content-encoding"))
             reader = EnvelopeReader(self.max_message_size)
             chunks = response.aiter_raw()
             while True:
-                async with _call_errors(options.timeout, deadline=deadline):
+                async with CallErrors(deadline):
                     chunk = await anext(chunks, None)
                 if chunk is None:
                     break
@@ -231,7 +231,7 @@ class ConnectTransport(AsyncClosing):
                         if decompressor is None:
                             raise RpcError(Code.INTERNAL, "compressed message without encoding")
                         data = decompressor.decompress(data, self.max_message_size)
-                    yield _decode(self.codec, data, method.output)
+                    yield decode_response(self.codec, data, method.output)
             reader.close()
             raise RpcError(Code.INTERNAL, "stream ended without an end-of-stream message")
 
@@ -244,57 +244,9 @@ class ConnectTransport(AsyncClosing):
 _BODY_HEADERS = {"content-type", "content-encoding"}
 
 
-async def _single(request: I) -> AsyncIterator[I]:
-    yield request
-
-
-async def _bidi_unavailable(method: MethodSpec[Any, Any]) -> AsyncIterator[Any]:
-    raise RpcError(
-        Code.UNIMPLEMENTED,
-        f"{method.name} is a bidi stream: it needs HTTP/2; call it over gRPC",
-    )
-    yield  # pragma: no cover - makes this an async generator
-
-
-def _decode(codec: Encoding, data: bytes, message_type: type[O]) -> O:
-    try:
-        return codec.decode(data, message_type)
-    except RpcError as error:
-        raise RpcError(Code.INTERNAL, f"malformed response: {error.message}") from None
-
-
 def _error_body(body: bytes, status: int) -> RpcError:
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
         parsed = None
     return error_from_json(parsed, status)
-
-
-class _call_errors:
-    """Map httpx failures to RpcError and enforce the client-side deadline."""
-
-    def __init__(self, timeout: float | None, *, deadline: float | None = None) -> None:
-        self._deadline = deadline
-        if deadline is None and timeout is not None:
-            self._deadline = asyncio.get_running_loop().time() + timeout
-        self._timeout = asyncio.timeout_at(self._deadline)
-
-    async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
-        if isinstance(exc, httpx.TimeoutException):
-            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
-        if isinstance(exc, httpx.TransportError):
-            raise RpcError(Code.UNAVAILABLE, f"connection failed: {exc}") from None
-        return False

@@ -13,8 +13,7 @@ import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote
 
 import httpx
@@ -25,6 +24,7 @@ from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
 from rpckit.http.grpc_web import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
@@ -89,13 +89,13 @@ class GrpcWebTransport(AsyncClosing):
 
     async def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
         """Call a unary method: one request frame out, one message and the trailers back."""
-        return await self._single(self._call(method, _one(request), options))
+        return await self._single(self._call(method, one_request(request), options))
 
     def server_stream(
         self, method: MethodSpec[I, O], request: I, options: CallOptions
     ) -> StreamCall[O]:
         """Call a server-streaming method; iterate the result for the responses."""
-        return StreamCall(self._call(method, _one(request), options))
+        return StreamCall(self._call(method, one_request(request), options))
 
     async def client_stream(
         self,
@@ -113,7 +113,9 @@ class GrpcWebTransport(AsyncClosing):
         options: CallOptions,
     ) -> StreamCall[O]:
         """gRPC-Web has no bidi streams: fails with ``unimplemented``; use gRPC or WebSocket."""
-        return StreamCall(_bidi_unavailable(method))
+        return StreamCall(
+            bidi_refused(method, "gRPC-Web cannot carry it; call it over gRPC or WebSocket")
+        )
 
     # --- the exchange ----------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ class GrpcWebTransport(AsyncClosing):
         loop = asyncio.get_running_loop()
         deadline = None if options.timeout is None else loop.time() + options.timeout
         async with AsyncExitStack() as stack:
-            async with _call_errors(deadline):
+            async with CallErrors(deadline):
                 response = await stack.enter_async_context(
                     self.client.stream(
                         "POST",
@@ -177,7 +179,7 @@ class GrpcWebTransport(AsyncClosing):
             if options.response is not None:
                 options.response.headers = response_metadata(pairs)
             if response.status_code != 200:
-                async with _call_errors(deadline):
+                async with CallErrors(deadline):
                     body = await response.aread()
                 raise _http_error(response.status_code, body)
             decompressor = self._decompressor(headers.get("grpc-encoding"))
@@ -185,7 +187,7 @@ class GrpcWebTransport(AsyncClosing):
             decoder = Base64Decoder(body=_BODY) if self.text else None
             chunks = response.aiter_raw()
             while True:
-                async with _call_errors(deadline):
+                async with CallErrors(deadline):
                     chunk = await anext(chunks, None)
                 if chunk is None:
                     break
@@ -202,7 +204,7 @@ class GrpcWebTransport(AsyncClosing):
                         if decompressor is None:
                             raise RpcError(Code.INTERNAL, "compressed frame without grpc-encoding")
                         data = decompressor.decompress(data, self.max_message_size)
-                    yield _decode(self.codec, data, method.output)
+                    yield decode_response(self.codec, data, method.output)
             raise RpcError(Code.INTERNAL, "gRPC-Web response ended without trailers")
 
     def _decompressor(self, name: str | None) -> Compression | None:
@@ -244,48 +246,3 @@ def _trailers(data: bytes) -> Metadata:
         return parse_trailers(data)
     except RpcError as error:
         raise RpcError(Code.INTERNAL, f"malformed gRPC-Web trailers: {error.message}") from None
-
-
-async def _one(request: I) -> AsyncIterator[I]:
-    yield request
-
-
-async def _bidi_unavailable(method: MethodSpec[Any, Any]) -> AsyncIterator[Any]:
-    raise RpcError(
-        Code.UNIMPLEMENTED,
-        f"{method.name} is a bidi stream: gRPC-Web cannot carry it; call it over gRPC or WebSocket",
-    )
-    yield  # pragma: no cover - makes this an async generator
-
-
-def _decode(codec: Encoding, data: bytes, message_type: type[O]) -> O:
-    try:
-        return codec.decode(data, message_type)
-    except RpcError as error:
-        raise RpcError(Code.INTERNAL, f"malformed response: {error.message}") from None
-
-
-class _call_errors:
-    """Map httpx failures to RpcError and enforce the client-side deadline."""
-
-    def __init__(self, deadline: float | None) -> None:
-        self._timeout = asyncio.timeout_at(deadline)
-
-    async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
-        if isinstance(exc, httpx.TimeoutException):
-            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded") from None
-        if isinstance(exc, httpx.TransportError):
-            raise RpcError(Code.UNAVAILABLE, f"connection failed: {exc}") from None
-        return False
