@@ -14,9 +14,10 @@ per server:
   HTTP (curl) and over gRPC (a grpc.aio client), items/s, best of three.
 
 rpckit after the runner runs three ways: no interceptor, one interceptor that overrides no
-hook (an empty chain's cost), and with the access log on. Goals, printed PASS/FAIL: the
-runner is not slower than before on any path (5% noise allowed), and the no-op interceptor
-costs nothing measurable (within 5%).
+hook (an empty chain's cost), and with the access log on. All servers run at once and the
+rounds go through them in turn; each figure is the median of its rounds. Goals, printed
+PASS/FAIL: the runner is not slower than before on any path (5% noise allowed), and the
+no-op interceptor costs nothing measurable (within 5%).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import os
 import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -328,6 +330,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help=f"commit to compare (default {BEFORE})")
     parser.add_argument("--seconds", type=float, default=3, help="per wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per server (default 3)")
     parser.add_argument("--serve-grpc", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_grpc:
@@ -352,33 +355,40 @@ def main() -> int:
                                                      "--interceptor", "runner_service:noop"])),
             ("rpckit, access log on", (REPO, ["--log-level", "info"])),
         ]  # fmt: skip
+        groups: list[tuple[str, list[Server]]] = []
         try:
             for label, plan in plans:
-                print(f"measuring {label}...", file=sys.stderr)
                 if plan is None:
-                    merged = Result(label)
-                    for server in (start_starlette(tmp), start_grpc(tmp)):
-                        try:
-                            merged.figures.update(
-                                measure(server, tools, args.seconds, tmp, dogs).figures
-                            )
-                        finally:
-                            stop(server)
-                    results.append(merged)
-                    continue
-                tree, extra = plan
-                server = start_rpckit(label, tree, extra, tmp)
-                try:
-                    results.append(measure(server, tools, args.seconds, tmp, dogs))
-                finally:
-                    stop(server)
+                    groups.append((label, [start_starlette(tmp), start_grpc(tmp)]))
+                else:
+                    tree, extra = plan
+                    groups.append((label, [start_rpckit(label, tree, extra, tmp)]))
+            # Every server is up (idle ones cost nothing); rounds go through all of them in
+            # turn, so drift in the machine's speed falls on every row alike.
+            rounds: list[list[dict[str, float]]] = [[] for _ in groups]
+            for number in range(args.rounds):
+                for index, (label, servers) in enumerate(groups):
+                    print(f"round {number + 1}: {label}...", file=sys.stderr)
+                    figures: dict[str, float] = {}
+                    for server in servers:
+                        figures.update(measure(server, tools, args.seconds, tmp, dogs).figures)
+                    rounds[index].append(figures)
+            for (label, _), measured in zip(groups, rounds, strict=True):
+                keys = measured[0].keys()
+                results.append(
+                    Result(label, {k: statistics.median(m[k] for m in measured) for k in keys})
+                )
         finally:
+            for _, servers in groups:
+                for server in servers:
+                    stop(server)
             subprocess.run(
                 ["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_tree)],
                 check=False, capture_output=True,
             )  # fmt: skip
     print(f"\nBefore and after the call runner: {os.cpu_count()} cores, Python "
-          f"{sys.version.split()[0]}, {dogs} messages per stream\n")  # fmt: skip
+          f"{sys.version.split()[0]}, {dogs} messages per stream, medians of {args.rounds} "
+          f"interleaved rounds\n")  # fmt: skip
     print("| server | " + " | ".join(title for _, title, _, _ in COLUMNS) + " |")
     print("|---|" + "---:|" * len(COLUMNS))
     for result in results:

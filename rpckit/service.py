@@ -46,15 +46,11 @@ class MethodKind(enum.Enum):
 
     @property
     def client_streams(self) -> bool:
-        return self in _CLIENT_STREAMS
+        return self is MethodKind.CLIENT_STREAM or self is MethodKind.BIDI_STREAM
 
     @property
     def server_streams(self) -> bool:
-        return self in _SERVER_STREAMS
-
-
-_CLIENT_STREAMS = frozenset({MethodKind.CLIENT_STREAM, MethodKind.BIDI_STREAM})
-_SERVER_STREAMS = frozenset({MethodKind.SERVER_STREAM, MethodKind.BIDI_STREAM})
+        return self is MethodKind.SERVER_STREAM or self is MethodKind.BIDI_STREAM
 
 
 class Idempotency(enum.Enum):

@@ -123,7 +123,8 @@ class _GrpcResponder:
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:
         # Headers a handler set before failing still go out (grpc's echo_metadata_with_status).
-        await self.send_headers(ctx)
+        if not ctx.headers_sent and (ctx.response_headers or ctx.response_compression):
+            await self.send_headers(ctx)
         if error is None:
             if ctx.response_trailers:
                 self.context.set_trailing_metadata(to_grpc_metadata(ctx.response_trailers))
