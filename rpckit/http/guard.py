@@ -133,30 +133,39 @@ def guarded_protocol(base: type[Any], header_timeout: float) -> type[Any]:
     """
 
     class HeaderTimeoutProtocol(base):  # type: ignore[misc]
+        # One timer per connection, not one per request: a response only notes when the
+        # connection went idle, and the timer, when it fires, re-arms for what is left.
         _header_timer: asyncio.TimerHandle | None = None
+        _idle_since = 0.0
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm_header_timer()
+            self._idle_since = self.loop.time()
+            self._header_timer = self.loop.call_later(header_timeout, self._header_timeout)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm_header_timer()
+            self._idle_since = self.loop.time()
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._header_timeout)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
+                self._header_timer = None
             super().connection_lost(exc)
-
-        def _arm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            self._header_timer = self.loop.call_later(header_timeout, self._header_timeout)
 
         def _header_timeout(self) -> None:
             self._header_timer = None
             cycle = self.cycle
-            if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            if cycle is not None and not cycle.response_complete:
+                return  # a request is being answered; its end arms the timer again
+            waited = self.loop.time() - self._idle_since
+            if waited < header_timeout:
+                self._header_timer = self.loop.call_later(
+                    header_timeout - waited, self._header_timeout
+                )
+            elif not self.transport.is_closing():
                 self.transport.close()  # no request head arrived in time
 
     HeaderTimeoutProtocol.__name__ = f"HeaderTimeout{base.__name__}"
