@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import Message
+
 from rpckit.call import ClientGone
-from rpckit.compression import CompressionRegistry, compressions
+from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.context import Context
-from rpckit.encodings import EncodingRegistry, encodings
-from rpckit.errors import RpcError, message_too_large
+from rpckit.encodings import Encoding, EncodingRegistry, encodings
+from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.connect import error_json, parse_timeout, request_metadata
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
@@ -30,6 +32,8 @@ __all__ = [
     "Send",
     "body_chunks",
     "call_context",
+    "compress_message",
+    "encode_response",
     "header_list",
     "read_body",
     "send_error",
@@ -71,6 +75,32 @@ def call_context(
         peer=f"{client[0]}:{client[1]}" if client else "",
         deadline=None if timeout is None else time.monotonic() + timeout,
     )
+
+
+def encode_response(codec: Encoding, message: Message, limit: int) -> bytes:
+    """A response message encoded for a stream, refused over the size limit."""
+    data = codec.encode(message)
+    if len(data) > limit:
+        raise RpcError(
+            Code.RESOURCE_EXHAUSTED,
+            f"response message of {len(data)} bytes is larger than the limit",
+        )
+    return data
+
+
+def compress_message(
+    ctx: Context, data: bytes, compression: Compression | None, min_bytes: int
+) -> tuple[bytes, bool]:
+    """One stream message, compressed if the call compresses and the handler did not turn
+    it off for this message; below ``min_bytes`` only when the handler chose compression.
+    Whether it was compressed comes second (the frame's flag)."""
+    if (
+        ctx.take_compress_next()  # first: the per-message switch resets for every message
+        and compression is not None
+        and (ctx.response_compression is not None or len(data) >= min_bytes)
+    ):
+        return compression.compress(data), True
+    return data, False
 
 
 def header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes]]:

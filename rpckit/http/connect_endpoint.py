@@ -30,6 +30,8 @@ from rpckit.http.asgi import (
     Send,
     body_chunks,
     call_context,
+    compress_message,
+    encode_response,
     header_list,
     read_body,
     send_error,
@@ -366,26 +368,13 @@ class _StreamResponder:
         return False
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
-        data = self.codec.encode(message)
-        if len(data) > self.options.max_message_size:
-            raise RpcError(
-                Code.RESOURCE_EXHAUSTED,
-                f"response message of {len(data)} bytes is larger than the limit",
-            )
+        data = encode_response(self.codec, message, self.options.max_message_size)
         if not self.started:
             await self.send_headers(ctx)
-        flags = 0
-        compress = ctx.take_compress_next()
-        if (
-            compress
-            and self.compression is not None
-            and (
-                ctx.response_compression is not None or len(data) >= self.options.compress_min_bytes
-            )
-        ):
-            data = self.compression.compress(data)
-            flags = FLAG_COMPRESSED
-        frame = envelope(data, flags)
+        data, compressed = compress_message(
+            ctx, data, self.compression, self.options.compress_min_bytes
+        )
+        frame = envelope(data, FLAG_COMPRESSED if compressed else 0)
         ctx.stats.bytes_out += len(frame)
         await self.body.write(frame)
 

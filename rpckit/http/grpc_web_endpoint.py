@@ -30,6 +30,8 @@ from rpckit.http.asgi import (
     Scope,
     Send,
     body_chunks,
+    compress_message,
+    encode_response,
     header_list,
     send_error,
 )
@@ -241,25 +243,13 @@ class _Responder:
         return False
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
-        data = self.codec.encode(message)
-        if len(data) > self.options.max_message_size:
-            raise RpcError(
-                Code.RESOURCE_EXHAUSTED,
-                f"response message of {len(data)} bytes is larger than the limit",
-            )
+        data = encode_response(self.codec, message, self.options.max_message_size)
         if not self.started:
             await self.send_headers(ctx)
-        flags = 0
-        if (
-            ctx.take_compress_next()
-            and self.compression is not None
-            and (
-                ctx.response_compression is not None or len(data) >= self.options.compress_min_bytes
-            )
-        ):
-            data = self.compression.compress(data)
-            flags = FLAG_COMPRESSED
-        chunk = self._encode(frame(data, flags))
+        data, compressed = compress_message(
+            ctx, data, self.compression, self.options.compress_min_bytes
+        )
+        chunk = self._encode(frame(data, FLAG_COMPRESSED if compressed else 0))
         ctx.stats.bytes_out += len(chunk)
         await self.body.write(chunk)
 
