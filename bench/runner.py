@@ -42,7 +42,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.unary import cpu_seconds, ensure_wrk, free_port, process_tree, wrk  # noqa: E402
+from bench.unary import (  # noqa: E402
+    cpu_seconds,
+    ensure_wrk,
+    free_port,
+    process_tree,
+    stop_process,
+    wrk,
+)
 
 BEFORE = "295b18d"  # the last commit before "One call path" (2de04a3)
 DOG_PATH = "/examples.streams.v1.StreamsService/GetDog"
@@ -193,16 +200,7 @@ def start_grpc(tmp: Path) -> Server:
 
 
 def stop(server: Server) -> None:
-    pids = process_tree(server.process.pid)
-    server.process.send_signal(2)
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
-    for pid in pids[1:]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
+    stop_process(server.process)
 
 
 # --- load ------------------------------------------------------------------------------------

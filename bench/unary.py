@@ -207,13 +207,18 @@ def start_bare(kind: str, tmp: Path) -> Server:
 
 
 def stop(server: Server) -> None:
-    pids = process_tree(server.process.pid)
-    server.process.send_signal(2)
+    stop_process(server.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT a server process, SIGKILL it if it lingers, and any worker it leaves behind."""
+    pids = process_tree(process.pid)
+    process.send_signal(2)
     try:
-        server.process.wait(timeout=20)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
+        process.kill()
+        process.wait(timeout=10)
     for pid in pids[1:]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
