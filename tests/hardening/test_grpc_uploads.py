@@ -44,6 +44,7 @@ async def test_cancelled_upload_raises_in_handler_and_stores_nothing(
         async with grpc.aio.insecure_channel(address) as channel:
             stub = grpc_stubs.StreamsServiceStub(channel)
             for _ in range(TRIALS):  # the race between "stream ended" and "cancelled"
+                service.receiving.clear()  # before the call: this call's handler sets it
                 call = stub.UploadFileAsFileStream(
                     metadata=upload_headers("partial.bin", None), timeout=10
                 )
@@ -86,6 +87,7 @@ async def test_drain_mid_upload_is_unavailable_and_stores_nothing(
     server, address = await _serve(service)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = grpc_stubs.StreamsServiceStub(channel)
+        service.receiving.clear()
         call = stub.UploadFileAsFileStream(metadata=upload_headers("drained.bin", None), timeout=10)
         await call.write(HttpBody(data=CHUNK))
         await asyncio.wait_for(service.receiving.wait(), 10)

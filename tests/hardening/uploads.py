@@ -15,8 +15,9 @@ __all__ = ["RecordingUploads"]
 
 class RecordingUploads(StreamsExample):
     """``upload_file_as_file_stream`` as the example has it, plus: ``receiving`` is set once
-    the first ``signal_after`` bytes have arrived, and ``ends`` gets "ok" or the name of
-    the exception the handler ended with."""
+    the first ``signal_after`` bytes have arrived (the test clears it before each call, so a
+    set left by the previous call is never mistaken for this one's), and ``ends`` gets "ok"
+    or the name of the exception the handler ended with."""
 
     def __init__(self, files_dir: Path, signal_after: int = 1) -> None:
         super().__init__(files_dir)
@@ -25,8 +26,6 @@ class RecordingUploads(StreamsExample):
         self.ends: asyncio.Queue[str] = asyncio.Queue()
 
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
-        self.receiving.clear()
-
         async def counted() -> AsyncIterator[bytes]:
             received = 0
             async for chunk in requests:
