@@ -150,16 +150,19 @@ class CallRunner:
         responder: Responder,
         *,
         owns_task: bool = True,
+        task: asyncio.Task[Any] | None = None,
     ) -> Outcome | None:
         """Run one call to its end; its outcome, if an interceptor observes outcomes.
 
         ``owns_task`` says the current task exists for this call alone (an HTTP request):
         a cancellation (the adapter's disconnect watcher) then ends the call quietly as
         ``cancelled``. Without it (grpcio's handler task) the cancellation propagates.
+        ``task`` is the current task, when the adapter has it already.
         """
         ctx.bind_header_sender(responder)
-        task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         drain = self.drain
         error: RpcError | None = None
         gone = False

@@ -52,6 +52,13 @@ class Context:
     bridge spoke (``"grpc"``, ``"connect"``, ``"plain"``).
     """
 
+    __slots__ = (
+        "_cancelled", "_compress_next", "_finishing", "_header_sender", "_headers_sent",
+        "_is_cancelled", "_response_compression", "_state", "deadline", "dialect", "method",
+        "peer", "principal", "request_compression", "request_headers", "response_headers",
+        "response_trailers", "stats", "transport",
+    )  # fmt: skip
+
     def __init__(
         self,
         method: MethodSpec[Any, Any],
@@ -76,8 +83,7 @@ class Context:
         self.response_trailers = Metadata()
         #: Set by an authentication interceptor: who is calling (any object it chooses).
         self.principal: Any = None
-        #: Scratch space for interceptors, keyed by whatever each chooses.
-        self.state: dict[Any, Any] = {}
+        self._state: dict[Any, Any] | None = None
         self.stats = CallStats()
         self._response_compression: str | None = DEFAULT_COMPRESSION
         self._compress_next = True
@@ -87,6 +93,13 @@ class Context:
         self._header_sender: HeaderSender = _NO_HEADERS
         self._cancelled: asyncio.Event | None = None
         self._is_cancelled = False
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        """Scratch space for interceptors, keyed by whatever each chooses."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     @property
     def last_event_id(self) -> str | None:

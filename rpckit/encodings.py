@@ -31,7 +31,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from rpckit.errors import Code, RpcError
-from rpckit.jsonfast import from_flat_dict, to_flat_dict
+from rpckit.jsonfast import from_flat_dict, to_flat_dict, to_flat_json
 from rpckit.nesting import MAX_DEPTH, CborScan, check_json_depth, too_deep
 
 __all__ = [
@@ -184,7 +184,10 @@ class JsonEncoding:
 
     def encode(self, message: Message) -> bytes:
         """Compact JSON with lowerCamelCase field names, UTF-8 encoded."""
-        return _JSON_ENCODER.encode(to_tree(message)).encode()
+        text = to_flat_json(message)
+        if text is None:
+            text = _JSON_ENCODER.encode(json_format.MessageToDict(message))
+        return text.encode()
 
     def decode(self, data: bytes, message_type: type[M]) -> M:
         """Parses UTF-8 JSON accepting both field spellings and ignoring unknown fields."""

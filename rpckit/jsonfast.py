@@ -11,12 +11,13 @@ number, an enum, bytes, a float32, NaN, an unknown key, an out-of-range number) 
 from __future__ import annotations
 
 import math
+from json.encoder import encode_basestring  # C-accelerated when available
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["from_flat_dict", "to_flat_dict"]
+__all__ = ["from_flat_dict", "to_flat_dict", "to_flat_json"]
 
 M = TypeVar("M", bound=Message)
 
@@ -41,14 +42,17 @@ _KINDS: dict[int, type] = {
 class _Plan:
     """How one flat message type maps to JSON: field name, JSON name and Python type."""
 
-    __slots__ = ("by_json", "by_name")
+    __slots__ = ("by_json", "by_name", "keys")
 
     def __init__(self, descriptor: Any) -> None:
         self.by_name: dict[str, tuple[str, type]] = {}
         self.by_json: dict[str, tuple[str, type]] = {}
+        #: Each field's ``"jsonName":`` as compact JSON writes it, and its Python type.
+        self.keys: dict[str, tuple[str, type]] = {}
         for field in descriptor.fields:
             kind = _KINDS[field.type]
             self.by_name[field.name] = (field.json_name, kind)
+            self.keys[field.name] = (encode_basestring(field.json_name) + ":", kind)
             self.by_json[field.json_name] = (field.name, kind)
             self.by_json[field.name] = (field.name, kind)
 
@@ -90,6 +94,30 @@ def to_flat_dict(message: Message) -> dict[str, Any] | None:
             return None  # "NaN", "Infinity": the mapping's strings
         tree[json_name] = value
     return tree
+
+
+def to_flat_json(message: Message) -> str | None:
+    """The compact JSON of a flat message, or None to use ``json_format``: the same text
+    ``json.dumps(to_flat_dict(message), separators=(",", ":"), ensure_ascii=False)`` gives,
+    written directly (no dict, no encoder object)."""
+    plan = _plan(message.DESCRIPTOR)
+    if plan is None:
+        return None
+    parts: list[str] = []
+    keys = plan.keys
+    for field, value in message.ListFields():
+        key, kind = keys[field.name]
+        if kind is str:
+            parts.append(key + encode_basestring(value))
+        elif kind is bool:
+            parts.append(key + ("true" if value else "false"))
+        elif kind is int:
+            parts.append(key + int.__repr__(value))
+        elif math.isfinite(value):
+            parts.append(key + float.__repr__(value))
+        else:
+            return None  # "NaN", "Infinity": the mapping's strings
+    return "{" + ",".join(parts) + "}"
 
 
 def from_flat_dict(tree: Any, message_type: type[M]) -> M | None:

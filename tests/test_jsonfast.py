@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, TextStreamRequest
-from rpckit.jsonfast import from_flat_dict, to_flat_dict
+from rpckit.jsonfast import from_flat_dict, to_flat_dict, to_flat_json
 
 
 def _flat_type() -> type[Message]:
@@ -90,6 +91,11 @@ def test_encoding_agrees_or_falls_back(
     fast = to_flat_dict(message)
     if fast is not None:
         assert fast == json_format.MessageToDict(message)
+    text_form = to_flat_json(message)
+    assert (text_form is None) == (fast is None)
+    if text_form is not None:  # byte for byte what the encoder would write from the dict
+        assert text_form == json.dumps(fast, separators=(",", ":"), ensure_ascii=False)
+        assert json.loads(text_form) == json_format.MessageToDict(message)
 
 
 def test_flat_types_take_the_fast_path_and_others_do_not() -> None:
@@ -100,3 +106,6 @@ def test_flat_types_take_the_fast_path_and_others_do_not() -> None:
     assert from_flat_dict({"name": "Rex", "owner": "x"}, Dog) is None  # unknown: the slow path
     assert to_flat_dict(TextStreamRequest(start=1)) is None  # proto3 optional: a oneof
     assert to_flat_dict(FLAT(ratio=float("nan"))) is None
+    assert to_flat_json(Dog(name='R"e\\x\n', age=3)) == '{"name":"R\\"e\\\\x\\n","age":3}'
+    assert to_flat_json(TextStreamRequest(start=1)) is None
+    assert to_flat_json(FLAT(ratio=float("inf"))) is None

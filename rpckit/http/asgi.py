@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,33 +156,39 @@ class DisconnectWatch:
     One task per call, started when the body is complete (``receive()`` then reports nothing
     but the disconnect): the call's own task runs the handler; the runner answers the
     cancellation by ending the call as ``cancelled``. The task only starts once the call has
-    run for ``WATCH_DELAY`` seconds: quick calls, most unary ones, never pay for it (a client
-    that left meanwhile is still noticed, since the server keeps its disconnect for receive()).
+    run for ``WATCH_DELAY`` to twice that: quick calls, most unary ones, never pay for it (a
+    client that left meanwhile is still noticed, since the server keeps its disconnect for
+    receive()). No timer per call either: one ``_Sweeper`` per event loop starts the tasks.
     """
 
-    __slots__ = ("_ctx", "_receive", "_target", "_task", "_timer")
+    __slots__ = ("_ctx", "_generation", "_receive", "_task", "target")
 
     def __init__(self, receive: Receive, ctx: Context) -> None:
         self._receive = receive
         self._ctx = ctx
-        self._target = asyncio.current_task()
+        #: The call's task (made here once: hand it to ``CallRunner.run(task=...)``, since
+        #: finding the current task costs a system call per lookup on Python 3.11).
+        target = asyncio.current_task()
+        assert target is not None
+        self.target = target
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._generation: set[DisconnectWatch] | None = None
 
     def start(self) -> None:
         """Begin watching (the body must have been read)."""
-        if self._timer is None and self._task is None:
-            self._timer = asyncio.get_running_loop().call_later(WATCH_DELAY, self._spawn)
+        if self._generation is None and self._task is None:
+            _sweeper(self.target.get_loop()).add(self)
 
     def stop(self) -> None:
         """Stop watching: the call is over."""
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._generation is not None:
+            self._generation.discard(self)
+            self._generation = None
         if self._task is not None:
             self._task.cancel()
 
     def _spawn(self) -> None:
-        self._timer = None
+        self._generation = None
         self._task = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
@@ -190,8 +197,49 @@ class DisconnectWatch:
         if self._ctx.finishing:
             return  # the answer is complete or nearly so: nothing left to cancel
         self._ctx.cancel()
-        if self._target is not None:
-            self._target.cancel()
+        self.target.cancel()
+
+
+class _Sweeper:
+    """Starts the watch task of every call that has run for ``WATCH_DELAY`` or more.
+
+    Calls join the young generation; each tick (every ``WATCH_DELAY`` while calls are
+    waiting, none while the loop is idle) starts the old generation's tasks and ages the
+    young one. A call that ends first only leaves its set: no timer is made or cancelled.
+    """
+
+    __slots__ = ("loop", "old", "timer", "young")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.young: set[DisconnectWatch] = set()
+        self.old: set[DisconnectWatch] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: DisconnectWatch) -> None:
+        self.young.add(watch)
+        watch._generation = self.young
+        if self.timer is None:
+            self.timer = self.loop.call_later(WATCH_DELAY, self._tick)
+
+    def _tick(self) -> None:
+        due, self.old, self.young = self.old, self.young, set()
+        for watch in due:
+            watch._spawn()
+        self.timer = self.loop.call_later(WATCH_DELAY, self._tick) if self.old else None
+
+
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    """``loop``'s sweeper."""
+    sweeper = _sweepers.get(loop)
+    if sweeper is None:
+        sweeper = _sweepers[loop] = _Sweeper(loop)
+    return sweeper
 
 
 class BodyWriter:

@@ -151,7 +151,7 @@ class ConnectEndpoint:
             return message
 
         try:
-            await self.runner.run(ctx, self.handler, read, responder)
+            await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
         finally:
             watch.stop()
 
@@ -197,7 +197,7 @@ class ConnectEndpoint:
         watch = DisconnectWatch(receive, ctx)
         watch.start()
         try:
-            await self.runner.run(ctx, self.handler, read, responder)
+            await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
         finally:
             watch.stop()
 
@@ -241,7 +241,7 @@ class ConnectEndpoint:
                 return request
 
             try:
-                await self.runner.run(ctx, self.handler, read, responder)
+                await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
             finally:
                 watch.stop()
         finally:

@@ -128,7 +128,7 @@ class GrpcWebEndpoint:
                 return request
 
             try:
-                await self.runner.run(ctx, self.handler, read, responder)
+                await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
             finally:
                 watch.stop()
         finally:

@@ -181,7 +181,7 @@ class PlainRouter:
             watch.start()
             request = call.bound
         try:
-            await self.runner.run(ctx, route.handler, request, responder)
+            await self.runner.run(ctx, route.handler, request, responder, task=watch.target)
         finally:
             watch.stop()
             if responder.streaming:
@@ -293,9 +293,16 @@ class _PlainResponder:
         self.framing: Framing | None = None
         self.single: Negotiated | None = None
         self.content_type = ""
-        self.body = BodyWriter(send)
+        self._body: BodyWriter | None = None  # made by the first streamed write
         self.keep_alive: asyncio.Task[None] | None = None
         self.first = True
+
+    @property
+    def body(self) -> BodyWriter:
+        """The streamed body's writer (a unary answer never makes one)."""
+        if self._body is None:
+            self._body = BodyWriter(self.send)
+        return self._body
 
     async def _tracking_send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
@@ -331,7 +338,7 @@ class _PlainResponder:
             content_type = single.content_type
         headers = [
             (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", b"%d" % len(body)),
         ]
         if ctx.response_headers:
             headers += header_list(ctx.response_headers)
@@ -411,7 +418,8 @@ class _PlainResponder:
         await self.body.write(data)
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:
-        await self._stop_keep_alive()
+        if self.keep_alive is not None:
+            await self._stop_keep_alive()
         if self.complete:
             return
         if error is not None and not self.started:
@@ -436,7 +444,8 @@ class _PlainResponder:
     async def close(self) -> None:
         """Release what the answer holds (after the call, whatever its end)."""
         await self._stop_keep_alive()
-        await self.body.abort()
+        if self._body is not None:
+            await self._body.abort()
 
     async def _stop_keep_alive(self) -> None:
         if self.keep_alive is not None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -201,9 +202,11 @@ class PathTemplate:
         prefix = "/" + "/".join(literals)
         if len(literals) < len(items):
             prefix = prefix.rstrip("/") + "/"
+        compiled = re.compile(pattern + r"\Z")
+        assert compiled.groups == len(fields), "match() reads the variables as the groups"
         return cls(
             template,
-            re.compile(pattern + r"\Z"),
+            compiled,
             fields,
             tuple(variable.multi for variable in variables),
             prefix,
@@ -220,11 +223,12 @@ class PathTemplate:
         if match is None:
             return None
         values = {}
-        for i, field in enumerate(self.fields):
-            raw = match.group(f"v{i}")
+        for i, raw in enumerate(match.groups()):  # the only groups are the variables, v0...
             if raw is None:  # an optional '**' that matched nothing
                 continue
-            values[field] = _decode(raw, self.multi[i] if self.multi else False)
+            values[self.fields[i]] = (
+                raw if "%" not in raw else _decode(raw, self.multi[i] if self.multi else False)
+            )
         return values
 
 
@@ -372,33 +376,65 @@ def _is_map(field: FieldDescriptor) -> bool:
     return message_type is not None and message_type.GetOptions().map_entry
 
 
-def _set(message: Message, path: str, value: str, *, source: str) -> None:
+Setter = Callable[[Message, str], None]
+
+
+@functools.lru_cache(maxsize=4096)
+def _setter(descriptor: Any, path: str, source: str) -> Setter:
+    """How to set ``path`` (dotted, proto or JSON names) from URL text on messages of
+    ``descriptor``: resolved once per (type, path), so a request only converts and assigns.
+    An unknown or unsettable path raises here (errors are not cached)."""
     parts = path.split(".")
-    target = message
     name = f"{source} {path!r}"
-    for depth, part in enumerate(parts):
-        field = _field(target.DESCRIPTOR, part)
+    hops: list[str] = []  # attribute names down to the message holding the last field
+    target = descriptor
+    for part in parts[:-1]:
+        field = _field(target, part)
         if field is None:
             raise RpcError(Code.INVALID_ARGUMENT, f"unknown {source} {path!r}")
-        if depth < len(parts) - 1:
-            if field.message_type is None or field.is_repeated:
-                raise RpcError(Code.INVALID_ARGUMENT, f"{name}: {part} is not a message")
-            target = getattr(target, field.name)
-            continue
-        message_type = field.message_type
-        if message_type is not None and message_type.full_name in STRING_FORM_TYPES:
-            if field.is_repeated:
-                _set_well_known(getattr(target, field.name).add(), name, value)
+        if field.message_type is None or field.is_repeated:
+            raise RpcError(Code.INVALID_ARGUMENT, f"{name}: {part} is not a message")
+        hops.append(field.name)
+        target = field.message_type
+    last = _field(target, parts[-1])
+    if last is None:
+        raise RpcError(Code.INVALID_ARGUMENT, f"unknown {source} {path!r}")
+    attribute, repeated = last.name, last.is_repeated
+    message_type = last.message_type
+    if message_type is not None and message_type.full_name in STRING_FORM_TYPES:
+
+        def set_well_known(message: Message, value: str) -> None:
+            holder = _descend(message, hops)
+            if repeated:
+                _set_well_known(getattr(holder, attribute).add(), name, value)
             else:
-                _set_well_known(getattr(target, field.name), name, value)
-            return
-        if _is_map(field):
-            raise RpcError(Code.INVALID_ARGUMENT, f"{name}: a map field cannot be set from a URL")
-        converted = _convert(field, name, value)
-        if field.is_repeated:
-            getattr(target, field.name).append(converted)
+                _set_well_known(getattr(holder, attribute), name, value)
+
+        return set_well_known
+    if _is_map(last):
+        raise RpcError(Code.INVALID_ARGUMENT, f"{name}: a map field cannot be set from a URL")
+    if message_type is not None:
+        raise RpcError(Code.INVALID_ARGUMENT, f"{name}: a message field cannot be set from a URL")
+
+    def set_scalar(message: Message, value: str) -> None:
+        converted = _convert(last, name, value)
+        holder = _descend(message, hops) if hops else message
+        if repeated:
+            getattr(holder, attribute).append(converted)
         else:
-            setattr(target, field.name, converted)
+            setattr(holder, attribute, converted)
+
+    return set_scalar
+
+
+def _descend(message: Message, hops: list[str]) -> Message:
+    for hop in hops:
+        message = getattr(message, hop)
+    return message
+
+
+def _set(message: Message, path: str, value: str, *, source: str) -> None:
+    _setter(message.DESCRIPTOR, path, source)(message, value)
 
 
 def bind_request(
