@@ -10,7 +10,9 @@ and running as root) is the load generator:
     and a POST that parses the same JSON body), on the same HTTP server with the same
     settings (uvicorn with uvloop and httptools, or granian), one worker.
 
-For each: p50/p99 latency at concurrency 1 (one keep-alive connection), requests/s at
+For each: p50/p99 latency at concurrency 1 (one keep-alive connection; ``--rounds`` short
+runs alternating between bare Starlette and rpckit, both running at once, so drift on a shared
+machine hits both alike; the round with the median p50 is reported), requests/s at
 concurrency 64, and server CPU per request (user + system of the whole process tree, from
 /proc). Goals, printed PASS/FAIL: rpckit's unary p50 <= 1.2x bare Starlette doing the same
 (GET against GET, JSON POST against JSON POST) on the same server; ``--workers 2`` >= 1.6x
@@ -298,29 +300,44 @@ class Row:
     cpu_us: float
 
 
-def measure(binary: str, server: Server, route: str, seconds: float, tmp: Path) -> Row:
+def _url_and_script(server: Server, route: str, tmp: Path) -> tuple[str, Path | None]:
     url = f"http://127.0.0.1:{server.port}"
-    script = None
-    if route == "connect":
-        script = tmp / "connect.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            "wrk.body = '{\"index\": 3}'\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
-        url += CONNECT_PATH
-    else:
-        url += server.path
-    wrk(binary, url, 8, 1, script)  # warm-up
-    latency = wrk(binary, url, 1, seconds, script)
-    pids = process_tree(server.process.pid)
-    before = cpu_seconds(pids)
-    load = wrk(binary, url, 64, seconds, script)
-    used = cpu_seconds(pids) - before
-    for run in (latency, load):
-        if run.errors:
-            raise SystemExit(f"{server.name} ({route}): {run.errors} failed responses")
-    return Row(server, route, latency, load, used / max(load.requests, 1) * 1e6)
+    if route != "connect":
+        return url + server.path, None
+    script = tmp / "connect.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        "wrk.body = '{\"index\": 3}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return url + CONNECT_PATH, script
+
+
+def measure(
+    binary: str, servers: list[Server], route: str, seconds: float, rounds: int, tmp: Path
+) -> list[Row]:
+    """One row per server: p50/p99 at concurrency 1, taken in ``rounds`` short runs that
+    alternate between the servers (so drift on a shared machine hits all of them alike;
+    the round with the median p50 is reported), then req/s and CPU at concurrency 64."""
+    targets = [_url_and_script(server, route, tmp) for server in servers]
+    for url, script in targets:
+        wrk(binary, url, 8, 1, script)  # warm-up
+    latencies: list[list[Run]] = [[] for _ in servers]
+    for _ in range(rounds):
+        for runs, (url, script) in zip(latencies, targets, strict=True):
+            runs.append(wrk(binary, url, 1, max(1.0, seconds / rounds), script))
+    rows = []
+    for server, runs, (url, script) in zip(servers, latencies, targets, strict=True):
+        latency = sorted(runs, key=lambda run: run.p50_ms)[len(runs) // 2]
+        pids = process_tree(server.process.pid)
+        before = cpu_seconds(pids)
+        load = wrk(binary, url, 64, seconds, script)
+        used = cpu_seconds(pids) - before
+        for run in (*runs, load):
+            if run.errors:
+                raise SystemExit(f"{server.name} ({route}): {run.errors} failed responses")
+        rows.append(Row(server, route, latency, load, used / max(load.requests, 1) * 1e6))
+    return rows
 
 
 def _version(package: str) -> str:
@@ -336,6 +353,12 @@ def main() -> int:
     parser.add_argument(
         "--servers", default="uvicorn,granian", help="comma-separated (default both)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating concurrency-1 runs per server and route (default 5)",
+    )
     args = parser.parse_args()
     binary = ensure_wrk()
     rows: list[Row] = []
@@ -345,25 +368,26 @@ def main() -> int:
         for kind in args.servers.split(","):
             bare = start_bare(kind, tmp)
             try:
-                bare_get = measure(binary, bare, "plain", args.seconds, tmp)
-                bare_post = measure(binary, bare, "connect", args.seconds, tmp)
+                one = start_rpckit(kind, 1, tmp)
+                try:
+                    bare_get, plain = measure(
+                        binary, [bare, one], "plain", args.seconds, args.rounds, tmp
+                    )
+                    bare_post, connect = measure(
+                        binary, [bare, one], "connect", args.seconds, args.rounds, tmp
+                    )
+                finally:
+                    stop(one)
             finally:
                 stop(bare)
-            rows += [bare_get, bare_post]
-            one = start_rpckit(kind, 1, tmp)
-            try:
-                plain = measure(binary, one, "plain", args.seconds, tmp)
-                connect = measure(binary, one, "connect", args.seconds, tmp)
-            finally:
-                stop(one)
-            rows += [plain, connect]
+            rows += [bare_get, bare_post, plain, connect]
             # Worker scaling: with CPU work per call, so that the servers (not wrk, which
             # shares the two cores) run out of CPU first.
             scaled = []
             for workers in (1, 2):
                 server = start_rpckit(kind, workers, tmp, SCALING_WORK_US)
                 try:
-                    scaled.append(measure(binary, server, "plain", args.seconds, tmp))
+                    scaled += measure(binary, [server], "plain", args.seconds, 1, tmp)
                 finally:
                     stop(server)
             rows += scaled

@@ -23,29 +23,65 @@ class Metadata:
     ``add`` appends another value. Iterating yields ``(key, value)`` pairs, not keys.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_raw", "_skip")
 
     def __init__(self, items: MetadataLike | None = None) -> None:
+        self._raw: list[tuple[bytes, bytes]] | None = None
+        self._skip: frozenset[str] = frozenset()
         self._items: list[tuple[str, str]] = []
         if items is not None:
             self.extend(items)
 
     @classmethod
-    def from_asgi(cls, headers: Iterable[tuple[bytes, bytes]]) -> Metadata:
-        """The headers of an ASGI scope (names already lower-case, per the ASGI spec)."""
-        metadata = cls()
-        metadata._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-        return metadata
+    def from_asgi(cls, headers: list[tuple[bytes, bytes]]) -> Metadata:
+        """The headers of an ASGI scope (names already lower-case, per the ASGI spec).
+
+        Nothing is decoded yet: ``get`` reads the raw headers, and anything else decodes
+        them all once. Most calls only ever look up a header or two."""
+        metadata = cls.__new__(cls)
+        metadata._raw = headers
+        metadata._skip = frozenset()
+        return metadata  # ``_items`` is left unset until first used (see __getattr__)
+
+    def __getattr__(self, name: str) -> list[tuple[str, str]]:
+        """Only for ``_items`` of headers not decoded yet: decode them now."""
+        raw = self._raw if name == "_items" else None
+        if raw is None:
+            raise AttributeError(name)
+        skip = self._skip
+        items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        if skip:
+            items = [(k, v) for k, v in items if k not in skip]
+        self._items = items
+        self._raw = None
+        return items
 
     def without(self, keys: frozenset[str]) -> Metadata:
-        """A copy without the (lower-case) ``keys``."""
-        metadata = Metadata()
-        metadata._items = [(k, v) for k, v in self._items if k not in keys]
+        """A copy without the (lower-case) ``keys`` (still undecoded, if this one is)."""
+        metadata = Metadata.__new__(Metadata)
+        metadata._skip = self._skip | keys if self._skip else keys
+        if self._raw is not None:
+            metadata._raw = self._raw
+        else:
+            metadata._raw = None
+            metadata._items = [(k, v) for k, v in self._items if k not in keys]
         return metadata
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value for ``key``, or ``default``."""
         key = key.lower()
+        raw = self._raw
+        if raw is not None:
+            if key in self._skip:
+                return default
+            try:
+                name = key.encode("latin-1")
+            except UnicodeEncodeError:
+                return default  # no header name can match it
+            for raw_key, raw_value in raw:
+                if raw_key == name:
+                    return raw_value.decode("latin-1")
+            return default
         for k, v in self._items:
             if k == key:
                 return v

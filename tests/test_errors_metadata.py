@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpckit import Code, Metadata, RpcError
 
@@ -93,3 +95,28 @@ def test_metadata_item_access() -> None:
     with pytest.raises(ValueError, match="-bin"):
         md["plain"] = b"bytes"
     assert md.items() == [("x-one", "3"), ("trace-bin", "AP8=")]
+
+
+_NAMES = st.sampled_from([b"accept", b"content-type", b"x-a", b"x-b", b"\xe9t\xe9", b"grpc-x"])
+_HEADERS = st.lists(st.tuples(_NAMES, st.binary(max_size=6)), max_size=6)
+_KEYS = st.sampled_from(["accept", "Content-Type", "x-a", "X-B", "\xe9t\xe9", "missing", "\u2603"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HEADERS, st.frozensets(st.sampled_from(["x-a", "accept", "grpc-x"])), _KEYS)
+def test_undecoded_asgi_headers_read_like_decoded_ones(
+    headers: list[tuple[bytes, bytes]], skip: frozenset[str], key: str
+) -> None:
+    """``from_asgi`` decodes lazily: lookups before and after decoding, with and without
+    ``without``, give what decoding everything up front gives."""
+    eager = Metadata([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
+    lazy = Metadata.from_asgi(headers)
+    filtered = lazy.without(skip)
+    assert lazy.get(key) == eager.get(key)
+    assert filtered.get(key) == (None if key.lower() in skip else eager.get(key))
+    assert filtered.items() == [(k, v) for k, v in eager.items() if k not in skip]
+    assert filtered.get(key) == (None if key.lower() in skip else eager.get(key))  # decoded
+    assert lazy == eager
+    lazy.add("x-new", "1")
+    assert lazy.get_all("x-new") == ["1"]
+    assert len(lazy) == len(headers) + 1

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -165,27 +166,44 @@ class PlainRouter:
         except NegotiationError as error:
             await responder.finish(ctx, error)
             return
-        call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
         watch = DisconnectWatch(receive, ctx)
         request: Request
-        if method.kind is MethodKind.CLIENT_STREAM:
-            request = Prepared(call.upload)
-        elif route.rule.body:
+        if method.kind is MethodKind.CLIENT_STREAM or route.rule.body:
+            call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
+            if method.kind is MethodKind.CLIENT_STREAM:
+                request = Prepared(call.upload)
+            else:
 
-            async def request() -> Message:
-                message = await call.message()
-                watch.start()
-                return message
+                async def request() -> Message:
+                    message = await call.message()
+                    watch.start()
+                    return message
 
         else:  # nothing to read: the request comes from the path and the query alone
             watch.start()
-            request = call.bound
+            request = partial(_bound, method.input, params, scope)
         try:
             await self.runner.run(ctx, route.handler, request, responder, task=watch.target)
         finally:
             watch.stop()
             if responder.streaming:
                 await responder.close()
+
+
+def _bound(
+    message_type: type[Message], params: dict[str, str], scope: Scope, body: Message | None = None
+) -> Message:
+    """The request message from the path, the query and a decoded body (if any)."""
+    raw = scope.get("query_string", b"")
+    query = (
+        parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
+        if raw
+        else ()
+    )
+    request: Message = bind_request(
+        message_type, path_params=params, query=query, body=body, body_field="*"
+    )
+    return request
 
 
 class _PlainRequest:
@@ -210,14 +228,6 @@ class _PlainRequest:
         self.headers = headers
         self.ctx = ctx
 
-    def _query(self) -> list[tuple[str, str]]:
-        raw = self.scope.get("query_string", b"")
-        if not raw:
-            return []
-        return parse_qsl(
-            raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
-        )
-
     async def message(self) -> Message:
         """The request message, from the path, the query and the body."""
         body_field = self.route.rule.body
@@ -234,14 +244,7 @@ class _PlainRequest:
 
     def bound(self, body: Message | None = None) -> Message:
         """The request message from the path, the query and a decoded body (if any)."""
-        request: Message = bind_request(
-            self.method.input,
-            path_params=self.params,
-            query=self._query(),
-            body=body,
-            body_field="*",
-        )
-        return request
+        return _bound(self.method.input, self.params, self.scope, body)
 
     def upload(self) -> Any:
         """The request body of a client-streaming call, as the handler receives it."""

@@ -284,9 +284,12 @@ def _convert(field: Any, name: str, value: str) -> Any:
     kind = field.type
     if kind in _INT_RANGES:
         low, high, expected = _INT_RANGES[kind]
-        if not _INTEGER.fullmatch(value.strip()):
+        if value.isascii() and value.isdigit() and len(value) <= 30:
+            number = int(value)  # the common case, without the pattern
+        elif _INTEGER.fullmatch(value.strip()):
+            number = int(value)
+        else:
             raise _invalid(name, expected, value)
-        number = int(value)
         if not low <= number <= high:
             raise _invalid(name, expected, value)
         return number
