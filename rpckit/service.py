@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,11 +45,12 @@ class MethodKind(enum.Enum):
     CLIENT_STREAM = "client_stream"
     BIDI_STREAM = "bidi_stream"
 
-    @property
+    # Cached on each member: every call asks, so after the first time it is an attribute.
+    @functools.cached_property
     def client_streams(self) -> bool:
         return self is MethodKind.CLIENT_STREAM or self is MethodKind.BIDI_STREAM
 
-    @property
+    @functools.cached_property
     def server_streams(self) -> bool:
         return self is MethodKind.SERVER_STREAM or self is MethodKind.BIDI_STREAM
 

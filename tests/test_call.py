@@ -344,3 +344,28 @@ async def test_unknown_methods_are_unimplemented_everywhere(served: Served) -> N
         plain = await http.get("/api/nope")
     assert (connect.status_code, connect.json()["code"]) == (404, "unimplemented")
     assert (plain.status_code, plain.json()["code"]) == (404, "unimplemented")
+
+
+async def test_runner_finds_the_calls_task_with_and_without_its_loop() -> None:
+    """``current_task`` is the running task, whether or not the runner was told its loop
+    (``rpckit serve`` tells it, to avoid a system call per lookup), and a loop that is
+    not the running one falls back to asyncio's own lookup."""
+    from rpckit.call import CallRunner
+
+    loop = asyncio.get_running_loop()
+    other = asyncio.new_event_loop()
+    try:
+        here = asyncio.current_task()
+        assert CallRunner().current_task() is here
+        assert CallRunner(loop=loop).current_task() is here
+        assert CallRunner(loop=other).current_task() is here
+        inner = await asyncio.create_task(_current(CallRunner(loop=loop)))
+        assert inner is not here
+    finally:
+        other.close()
+
+
+async def _current(runner: Any) -> Any:
+    task = runner.current_task()
+    assert task is asyncio.current_task()
+    return task

@@ -3,6 +3,7 @@ protocol and on the plain routes its ``google.api.http`` rules declare."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,15 +89,17 @@ def create_app(
     cors: Cors | None = None,
     static: Path | None = None,
     interceptors: Sequence[Interceptor] = (),
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Bridge:
     """The bridge: Connect at ``/<package>.<Service>/<Method>`` for every method, and each
     method's ``google.api.http`` routes for plain fetch, EventSource and curl.
 
     ``static`` serves a directory (``index.html`` at ``/``) wherever no route matches;
     ``cors`` lets pages on other origins call the bridge; ``interceptors`` run around every
-    call (see ``rpckit.interceptors``).
+    call (see ``rpckit.interceptors``). ``loop`` is the event loop the bridge will serve on,
+    when known (``rpckit serve`` passes its own; see ``CallRunner.current_task``).
     """
-    runner = CallRunner(tuple(interceptors))
+    runner = CallRunner(tuple(interceptors), loop=loop)
     options = BridgeOptions(
         encodings=encodings,
         compressions=compressions,

@@ -163,13 +163,10 @@ class DisconnectWatch:
 
     __slots__ = ("_ctx", "_generation", "_receive", "_task", "target")
 
-    def __init__(self, receive: Receive, ctx: Context) -> None:
+    def __init__(self, receive: Receive, ctx: Context, target: asyncio.Task[Any]) -> None:
         self._receive = receive
         self._ctx = ctx
-        #: The call's task (made here once: hand it to ``CallRunner.run(task=...)``, since
-        #: finding the current task costs a system call per lookup on Python 3.11).
-        target = asyncio.current_task()
-        assert target is not None
+        #: The call's task (``CallRunner.current_task()``; hand it on to ``run(task=...)``).
         self.target = target
         self._task: asyncio.Task[None] | None = None
         self._generation: set[DisconnectWatch] | None = None

@@ -141,7 +141,7 @@ class ConnectEndpoint:
         except RpcError as error:
             await responder.reject(error)
             return
-        watch = DisconnectWatch(receive, ctx)
+        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
 
         async def read() -> Message:
             body = await read_body(receive, self.options.max_message_size)
@@ -194,7 +194,7 @@ class ConnectEndpoint:
             message: Message = self._decode(codec, data, compression)
             return message
 
-        watch = DisconnectWatch(receive, ctx)
+        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
         watch.start()
         try:
             await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
@@ -225,7 +225,7 @@ class ConnectEndpoint:
             if self.method.kind is MethodKind.CLIENT_STREAM:
                 await self.runner.run(ctx, self.handler, requests, responder)
                 return
-            watch = DisconnectWatch(receive, ctx)
+            watch = DisconnectWatch(receive, ctx, self.runner.current_task())
 
             async def read() -> Message:
                 request: Message | None = await anext(requests, None)

@@ -114,7 +114,7 @@ class GrpcWebEndpoint:
             if self.method.kind.client_streams:
                 await self.runner.run(ctx, self.handler, requests, responder)
                 return
-            watch = DisconnectWatch(receive, ctx)
+            watch = DisconnectWatch(receive, ctx, self.runner.current_task())
 
             async def read() -> Message:
                 request: Message | None = await anext(requests, None)

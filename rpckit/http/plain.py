@@ -166,7 +166,7 @@ class PlainRouter:
         except NegotiationError as error:
             await responder.finish(ctx, error)
             return
-        watch = DisconnectWatch(receive, ctx)
+        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
         request: Request
         if method.kind is MethodKind.CLIENT_STREAM or route.rule.body:
             call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)

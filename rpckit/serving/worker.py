@@ -104,7 +104,9 @@ async def serve_process(
         from rpckit.tools.reflection import reflection_services
 
         served = [*services, *reflection_services(services)]  # reflection over Connect too
-        bridge = create_app(served, static=options.static, cors=cors, interceptors=interceptors)
+        bridge = create_app(
+            served, static=options.static, cors=cors, interceptors=interceptors, loop=loop
+        )
         front: Any = bridge
         if options.docs:
             from rpckit.tools.docs import DocsPage, find_viewer
