@@ -35,12 +35,25 @@ from rpckit.service import MethodSpec, resolve_stream
 from rpckit.streams import Event, aclose
 from rpckit.wellknown import adapt_requests, encode_stream, file_headers
 
-__all__ = ["CallRunner", "ClientGone", "Drain", "Prepared", "Request", "Responder"]
+__all__ = [
+    "CallRunner", "ClientGone", "Drain", "Prepared", "Request", "Responder", "current_task",
+]  # fmt: skip
 
 log = logging.getLogger("rpckit.call")
 
 Handler = Callable[..., Any]
 DRAINING = RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
+
+
+def current_task(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any]:
+    """The running task. With ``loop`` (the one running, when the server knows it) this is
+    a dict lookup; ``asyncio.current_task()`` alone makes a getpid() system call on Python
+    3.11, and system calls per request show in the latency of small calls."""
+    task = asyncio.current_task(loop) if loop is not None else None
+    if task is None:
+        task = asyncio.current_task()
+        assert task is not None
+    return task
 
 
 class Prepared:
@@ -91,7 +104,8 @@ class Drain:
     """
 
     def __init__(self) -> None:
-        self._running: set[asyncio.Task[Any]] = set()
+        #: The tasks of the calls in flight (the runner adds and removes its own).
+        self.running: set[asyncio.Task[Any]] = set()
         self._cancelled: set[asyncio.Task[Any]] = set()
         self.started = False
 
@@ -101,25 +115,19 @@ class Drain:
     def set(self) -> None:
         """End every call in flight with ``unavailable``."""
         self.started = True
-        for task in self._running:
+        for task in self.running:
             self._cancelled.add(task)
             task.cancel()
 
     def __len__(self) -> int:
-        return len(self._running)
+        return len(self.running)
 
     def end(self, task: asyncio.Task[Any]) -> None:
         """End one call in flight with ``unavailable`` now (a WebSocket at shutdown, which
         the server would otherwise drop without a status)."""
-        if task in self._running:
+        if task in self.running:
             self._cancelled.add(task)
             task.cancel()
-
-    def _add(self, task: asyncio.Task[Any]) -> None:
-        self._running.add(task)
-
-    def _discard(self, task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
 
     def _took(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task`` was cancelled by the drain (each cancel is claimed once)."""
@@ -148,14 +156,9 @@ class CallRunner:
         self.loop = loop
 
     def current_task(self) -> asyncio.Task[Any]:
-        """The task running the current call. With ``loop`` known this is a dict lookup;
-        ``asyncio.current_task()`` alone makes a getpid() system call on Python 3.11, and a
-        system call per request shows in the latency of small calls."""
+        """The task running the current call (see ``current_task``)."""
         task = asyncio.current_task(self.loop) if self.loop is not None else None
-        if task is None:
-            task = asyncio.current_task()
-            assert task is not None
-        return task
+        return task if task is not None else current_task()
 
     async def run(
         self,
@@ -183,7 +186,7 @@ class CallRunner:
         if drain.started:
             error = DRAINING
         else:
-            drain._add(task)
+            drain.running.add(task)
             try:
                 error = await self._guarded(ctx, handler, request, responder)
             except asyncio.CancelledError:
@@ -201,7 +204,7 @@ class CallRunner:
                 ctx.cancel()
                 gone = True
             finally:
-                drain._discard(task)
+                drain.running.discard(task)
         if gone:
             return self._end(ctx, None, gone=True)
         ctx.mark_finishing()

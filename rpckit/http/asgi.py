@@ -19,7 +19,7 @@ from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.http.connect import error_json, parse_timeout, request_metadata
+from rpckit.http.connect import PROTOCOL_HEADERS, error_json, parse_timeout
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
@@ -66,13 +66,14 @@ def call_context(
     method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, dialect: str
 ) -> Context:
     """The handler's Context for an HTTP request: metadata, peer, Connect-Timeout-Ms deadline."""
-    timeout = parse_timeout(headers.get("connect-timeout-ms"))
+    timeout_ms = headers.get("connect-timeout-ms")
+    timeout = None if timeout_ms is None else parse_timeout(timeout_ms)
     client = scope.get("client")
     return Context(
         method,
         transport="http",
         dialect=dialect,
-        request_headers=request_metadata(headers),
+        request_headers=headers.without(PROTOCOL_HEADERS),
         peer=f"{client[0]}:{client[1]}" if client else "",
         deadline=None if timeout is None else time.monotonic() + timeout,
     )
@@ -231,11 +232,19 @@ _sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
 )
 
 
+_last_sweeper: _Sweeper | None = None
+
+
 def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
-    """``loop``'s sweeper."""
+    """``loop``'s sweeper (the last one found is kept at hand: a server has one loop)."""
+    global _last_sweeper
+    sweeper = _last_sweeper
+    if sweeper is not None and sweeper.loop is loop:
+        return sweeper
     sweeper = _sweepers.get(loop)
     if sweeper is None:
         sweeper = _sweepers[loop] = _Sweeper(loop)
+    _last_sweeper = sweeper
     return sweeper
 
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from rpckit.call import current_task
 from rpckit.errors import Code, RpcError
 
 __all__ = ["HttpTimeouts", "RequestGuard", "ambiguous_framing", "guarded_protocol"]
@@ -66,11 +69,17 @@ _AMBIGUOUS = json.dumps(
 
 
 class RequestGuard:
-    """ASGI middleware: refuses ambiguous framing and bounds the wait for each body piece."""
+    """ASGI middleware: refuses ambiguous framing and bounds the wait for each body piece.
+
+    ``loop`` is the event loop the server runs the app on, when known (the servers of
+    ``rpckit.http.serve`` set it when they start): the body watch then needs no system
+    call per request (see ``rpckit.call.current_task``).
+    """
 
     def __init__(self, app: Any, *, body_timeout: float | None = 30.0) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
         #: Starlette-style apps expose ``state`` (the drain event lives there).
         self.state = getattr(app, "state", None)
 
@@ -84,7 +93,7 @@ class RequestGuard:
             return
         bodiless = not (length or chunked) and scope.get("method") in ("GET", "HEAD")
         if self.body_timeout is not None and not bodiless:
-            receive = _BodyProgress(receive, self.body_timeout)
+            receive = _BodyProgress(receive, self.body_timeout, self.loop)
         await self.app(scope, receive, send)
 
 
@@ -100,30 +109,108 @@ async def _refuse_ambiguous(send: Any) -> None:
 
 class _BodyProgress:
     """``receive`` with a time limit on each body piece, until the body is complete (after
-    that, receive() only reports the disconnect, and may wait as long as the call runs)."""
+    that, receive() only reports the disconnect, and may wait as long as the call runs).
 
-    __slots__ = ("_complete", "_receive", "_timeout")
+    No timer per piece: a waiting receive joins its loop's ``_StallWatch``, whose one timer
+    fires at the earliest deadline of all waiting receives (a small body, already read with
+    the head, joins and leaves it without the loop ever running in between)."""
 
-    def __init__(self, receive: Any, timeout: float) -> None:
+    __slots__ = ("_complete", "_loop", "_receive", "_timeout", "deadline", "stalled", "task")
+
+    def __init__(
+        self, receive: Any, timeout: float, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
         self._receive = receive
         self._timeout = timeout
+        self._loop = loop
         self._complete = False
+        self.deadline = 0.0
+        self.stalled = False
+        self.task: asyncio.Task[Any] | None = None
 
     async def __call__(self) -> Message:
         if self._complete:
             message: Message = await self._receive()
             return message
+        task = self.task
+        if task is None:
+            task = self.task = current_task(self._loop)
+        watch = _stall_watch(task.get_loop())
+        self.stalled = False
+        self.deadline = watch.loop.time() + self._timeout
+        watch.add(self)
         try:
-            async with asyncio.timeout(self._timeout):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self.stalled:
+                raise
+            task.uncancel()  # the stall's own cancellation, answered here
             raise RpcError(
                 Code.DEADLINE_EXCEEDED,
                 f"the request body stalled: no data for {self._timeout:g} s",
             ) from None
+        finally:
+            watch.waiting.discard(self)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._complete = True
         return message
+
+
+class _StallWatch:
+    """One loop's waiting body receives, and one timer for the earliest of their deadlines;
+    a receive still waiting at its deadline is marked stalled and its task cancelled."""
+
+    __slots__ = ("due", "loop", "timer", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: set[_BodyProgress] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.due = math.inf
+
+    def add(self, progress: _BodyProgress) -> None:
+        self.waiting.add(progress)
+        if progress.deadline < self.due:  # rare: only a shorter timeout than the others'
+            self._arm(progress.deadline)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.due = when
+        self.timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self.timer, self.due = None, math.inf
+        now = self.loop.time()
+        expired = [p for p in self.waiting if p.deadline <= now]
+        for progress in expired:
+            self.waiting.discard(progress)
+            progress.stalled = True
+            assert progress.task is not None
+            progress.task.cancel()
+        if self.waiting:
+            self._arm(min(p.deadline for p in self.waiting))
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_last_watch: _StallWatch | None = None
+
+
+def _stall_watch(loop: asyncio.AbstractEventLoop) -> _StallWatch:
+    """``loop``'s stall watch (the last one found is kept at hand: a server has one loop)."""
+    global _last_watch
+    watch = _last_watch
+    if watch is not None and watch.loop is loop:
+        return watch
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = _StallWatch(loop)
+    _last_watch = watch
+    return watch
 
 
 def guarded_protocol(base: type[Any], header_timeout: float) -> type[Any]:

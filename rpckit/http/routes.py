@@ -219,7 +219,7 @@ class PathTemplate:
         except ``%2F``/``%2f``, which stay as sent (http.proto). Bytes that are not UTF-8
         decode to lone surrogates, which ``bind_request`` rejects for string fields.
         """
-        match = self.pattern.match(_normalize(raw_path))
+        match = self.pattern.match(raw_path if "%" not in raw_path else _normalize(raw_path))
         if match is None:
             return None
         values = {}
@@ -436,10 +436,6 @@ def _descend(message: Message, hops: list[str]) -> Message:
     return message
 
 
-def _set(message: Message, path: str, value: str, *, source: str) -> None:
-    _setter(message.DESCRIPTOR, path, source)(message, value)
-
-
 def bind_request(
     message_type: type[M],
     *,
@@ -460,9 +456,9 @@ def bind_request(
         target: Message = message if body_field in ("", "*") else getattr(message, body_field)
         target.MergeFrom(body)
     for key, value in query:
-        _set(message, key, value, source="query parameter")
+        _setter(message.DESCRIPTOR, key, "query parameter")(message, value)
     for key, value in path_params.items():
-        _set(message, key, value, source="path variable")
+        _setter(message.DESCRIPTOR, key, "path variable")(message, value)
     return message
 
 

@@ -137,6 +137,7 @@ class HttpServer:
         """Bind ``host:port``, start serving in the background; returns the bound port."""
         sock = bind_tcp(address, reuse_port=self.reuse_port)
         self.sockets = [sock]
+        self.app.loop = asyncio.get_running_loop()  # uvicorn runs the app on this loop
         tls = self.tls
         config = uvicorn.Config(
             self.app,
@@ -216,6 +217,7 @@ class GranianServer:
         from granian.log import LogLevels
         from granian.server.embed import Server
 
+        self.app.loop = asyncio.get_running_loop()  # so does granian's embedded server
         placeholder = bind_tcp(address, reuse_port=True)
         self._placeholder = placeholder
         host, port = placeholder.getsockname()[:2]
