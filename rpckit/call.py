@@ -31,29 +31,17 @@ from google.protobuf.message import Message
 from rpckit.context import Context
 from rpckit.errors import Code, RpcError
 from rpckit.interceptors import Interceptor, InterceptorChain, Outcome
+from rpckit.loops import current_task
 from rpckit.service import MethodSpec, resolve_stream
 from rpckit.streams import Event, aclose
 from rpckit.wellknown import adapt_requests, encode_stream, file_headers
 
-__all__ = [
-    "CallRunner", "ClientGone", "Drain", "Prepared", "Request", "Responder", "current_task",
-]  # fmt: skip
+__all__ = ["CallRunner", "ClientGone", "Drain", "Prepared", "Request", "Responder"]
 
 log = logging.getLogger("rpckit.call")
 
 Handler = Callable[..., Any]
 DRAINING = RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
-
-
-def current_task(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any]:
-    """The running task. With ``loop`` (the one running, when the server knows it) this is
-    a dict lookup; ``asyncio.current_task()`` alone makes a getpid() system call on Python
-    3.11, and system calls per request show in the latency of small calls."""
-    task = asyncio.current_task(loop) if loop is not None else None
-    if task is None:
-        task = asyncio.current_task()
-        assert task is not None
-    return task
 
 
 class Prepared:

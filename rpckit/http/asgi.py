@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from rpckit.context import Context
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.connect import PROTOCOL_HEADERS, error_json, parse_timeout
+from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
@@ -175,7 +175,7 @@ class DisconnectWatch:
     def start(self) -> None:
         """Begin watching (the body must have been read)."""
         if self._generation is None and self._task is None:
-            _sweeper(self.target.get_loop()).add(self)
+            _sweepers.get(self.target.get_loop()).add(self)
 
     def stop(self) -> None:
         """Stop watching: the call is over."""
@@ -209,7 +209,7 @@ class _Sweeper:
     __slots__ = ("loop", "old", "timer", "young")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weak_loop(loop)  # a strong one would keep the loop (its key) alive
         self.young: set[DisconnectWatch] = set()
         self.old: set[DisconnectWatch] = set()
         self.timer: asyncio.TimerHandle | None = None
@@ -227,25 +227,7 @@ class _Sweeper:
         self.timer = self.loop.call_later(WATCH_DELAY, self._tick) if self.old else None
 
 
-_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-_last_sweeper: _Sweeper | None = None
-
-
-def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
-    """``loop``'s sweeper (the last one found is kept at hand: a server has one loop)."""
-    global _last_sweeper
-    sweeper = _last_sweeper
-    if sweeper is not None and sweeper.loop is loop:
-        return sweeper
-    sweeper = _sweepers.get(loop)
-    if sweeper is None:
-        sweeper = _sweepers[loop] = _Sweeper(loop)
-    _last_sweeper = sweeper
-    return sweeper
+_sweepers: PerLoop[_Sweeper] = PerLoop(_Sweeper)
 
 
 class BodyWriter:

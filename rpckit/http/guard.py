@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from rpckit.call import current_task
 from rpckit.errors import Code, RpcError
+from rpckit.loops import PerLoop, current_task, weak_loop
 
 __all__ = ["HttpTimeouts", "RequestGuard", "ambiguous_framing", "guarded_protocol"]
 
@@ -135,7 +134,7 @@ class _BodyProgress:
         task = self.task
         if task is None:
             task = self.task = current_task(self._loop)
-        watch = _stall_watch(task.get_loop())
+        watch = _watches.get(task.get_loop())
         self.stalled = False
         self.deadline = watch.loop.time() + self._timeout
         watch.add(self)
@@ -163,7 +162,7 @@ class _StallWatch:
     __slots__ = ("due", "loop", "timer", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weak_loop(loop)  # a strong one would keep the loop (its key) alive
         self.waiting: set[_BodyProgress] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.due = math.inf
@@ -192,25 +191,7 @@ class _StallWatch:
             self._arm(min(p.deadline for p in self.waiting))
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallWatch] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-_last_watch: _StallWatch | None = None
-
-
-def _stall_watch(loop: asyncio.AbstractEventLoop) -> _StallWatch:
-    """``loop``'s stall watch (the last one found is kept at hand: a server has one loop)."""
-    global _last_watch
-    watch = _last_watch
-    if watch is not None and watch.loop is loop:
-        return watch
-    watch = _watches.get(loop)
-    if watch is None:
-        watch = _watches[loop] = _StallWatch(loop)
-    _last_watch = watch
-    return watch
+_watches: PerLoop[_StallWatch] = PerLoop(_StallWatch)
 
 
 def guarded_protocol(base: type[Any], header_timeout: float) -> type[Any]:

@@ -15,6 +15,12 @@ from rpckit.http.guard import RequestGuard, _watches
 Message = dict[str, Any]
 
 
+def _waiting() -> set[Any]:
+    watch = _watches.peek(asyncio.get_running_loop())
+    assert watch is not None
+    return watch.waiting
+
+
 class Body:
     """A receive() fed by the test: each put() releases one message."""
 
@@ -68,7 +74,7 @@ async def test_a_stalled_piece_is_deadline_exceeded(bind_loop: bool) -> None:
     assert "stalled" in caught.value.message
     assert time.monotonic() - started >= 0.05
     assert task.cancelling() == 0  # the stall's cancel was taken back, not left pending
-    assert not _watches[asyncio.get_running_loop()].waiting
+    assert not _waiting()
 
 
 async def test_steady_pieces_take_longer_than_the_limit_in_all() -> None:
@@ -106,4 +112,4 @@ async def test_other_cancellations_pass_through() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not _watches[asyncio.get_running_loop()].waiting
+    assert not _waiting()
