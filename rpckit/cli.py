@@ -97,7 +97,7 @@ def serve(options: ServeOptions) -> int:
                 find_viewer()
             except ViewerMissing as exc:
                 raise SystemExit(f"rpckit: {exc}") from None
-        if options.workers > 1:
+        if options.workers > 1 or options.split_transports:
             supervise(options, lambda name, address: _announce(name, address, None))
             return 0
         services = load_services(options.target, options.target_args)
@@ -280,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc=args.grpc,
         http=args.http,
         workers=workers,
+        separate_grpc=args.separate_grpc,
         server=args.server,
         grace=args.grace,
         drain_delay=args.drain_delay,
@@ -336,6 +337,12 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
         default="1",
         metavar="N|auto",
         help="processes sharing both ports (SO_REUSEPORT); auto = one per core (default 1)",
+    )
+    srv.add_argument(
+        "--separate-grpc",
+        action="store_true",
+        help="with --grpc and --http: serve gRPC from processes of its own, one per worker, "
+        "so that HTTP load cannot starve it (the two share one event loop otherwise)",
     )
     srv.add_argument(
         "--server", choices=("uvicorn", "granian"), default="uvicorn", help="HTTP server"

@@ -27,6 +27,10 @@ class ServeOptions:
     http: str | None = None
     #: ``--workers N|auto``: processes sharing both ports (``SO_REUSEPORT``).
     workers: int = 1
+    #: ``--separate-grpc``: with both transports, gRPC in processes of its own (one per
+    #: worker) instead of sharing each worker's event loop with HTTP. Under a mixed load a
+    #: busy HTTP loop starves grpc.aio (``bench/shared_loop.py``).
+    separate_grpc: bool = False
     #: ``--server uvicorn|granian``: the HTTP server.
     server: ServerKind = "uvicorn"
     #: ``--grace``: seconds in-flight calls get to finish once a drain starts.
@@ -65,6 +69,11 @@ class ServeOptions:
     #: ``--reload``: restart on a .py or .proto change under the current directory
     #: (regenerating code first for a .proto change).
     reload: bool = False
+
+    @property
+    def split_transports(self) -> bool:
+        """Whether gRPC and HTTP run in separate processes (``--separate-grpc`` with both)."""
+        return self.separate_grpc and bool(self.grpc) and bool(self.http)
 
     @property
     def tls(self) -> HttpTls | None:

@@ -4,7 +4,7 @@ The parent binds each port first with ``SO_REUSEPORT`` (never listening: it only
 port, so port 0 resolves once for every worker), then starts the workers, which listen on
 the same ports; the kernel balances connections between them. SIGINT or SIGTERM to the
 parent drains every worker within the grace period; a worker that dies is logged and
-restarted.
+restarted. With ``--separate-grpc`` each worker is two processes, one per transport.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ class WorkerFailed(RuntimeError):
     """A worker exited before it was ready (bad target, port in use, ...)."""
 
 
-def _worker_main(options: ServeOptions, index: int, ready: Connection) -> None:
+def _worker_main(options: ServeOptions, name: str, ready: Connection) -> None:
     """A worker process's entry point (spawned: it imports the target itself)."""
     from rpckit.cli import load_services
     from rpckit.serving.worker import run_process
 
     logging.basicConfig(
         level=options.log_level.upper(),
-        format=f"%(levelname)s %(name)s[worker {index}]: %(message)s",
+        format=f"%(levelname)s %(name)s[worker {name}]: %(message)s",
     )
     services = load_services(options.target, options.target_args)
 
@@ -56,9 +56,29 @@ def _worker_main(options: ServeOptions, index: int, ready: Connection) -> None:
     run_process(services, options, reuse_port=True, on_ready=on_ready)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One worker process to keep running: its name and what it serves."""
+
+    name: str
+    options: ServeOptions
+
+
+def _slots(options: ServeOptions) -> list[_Slot]:
+    """``options.workers`` slots; two per worker (gRPC, HTTP) when the transports are split."""
+    slots = []
+    for index in range(1, options.workers + 1):
+        if options.split_transports:
+            slots.append(_Slot(f"{index} gRPC", replace(options, http=None)))
+            slots.append(_Slot(f"{index} HTTP", replace(options, grpc=None)))
+        else:
+            slots.append(_Slot(str(index), options))
+    return slots
+
+
 @dataclass
 class _Worker:
-    index: int
+    slot: _Slot
     process: BaseProcess
     ready: Connection
     started: float = field(default_factory=time.monotonic)
@@ -93,23 +113,23 @@ class _Supervisor:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.context = multiprocessing.get_context("spawn")
-        self.workers: dict[int, _Worker] = {}
+        self.workers: dict[str, _Worker] = {}
         self.stopping = asyncio.Event()
         self.changed = asyncio.Event()
         #: Workers whose sentinel reported their exit, not yet restarted.
         self.exited: list[_Worker] = []
 
-    def _spawn(self, index: int) -> _Worker:
+    def _spawn(self, slot: _Slot) -> _Worker:
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_worker_main,
-            args=(self.options, index, sender),
-            name=f"rpckit-worker-{index}",
+            args=(slot.options, slot.name, sender),
+            name=f"rpckit-worker-{slot.name.replace(' ', '-')}",
         )
         process.start()
         sender.close()
-        worker = _Worker(index, process, receiver)
-        self.workers[index] = worker
+        worker = _Worker(slot, process, receiver)
+        self.workers[slot.name] = worker
         return worker
 
     async def _until_ready(self, worker: _Worker) -> None:
@@ -126,7 +146,7 @@ class _Supervisor:
         except EOFError:
             worker.process.join(5)
             raise WorkerFailed(
-                f"worker {worker.index} exited while starting ({_how(worker.process)})"
+                f"worker {worker.slot.name} exited while starting ({_how(worker.process)})"
             ) from None
         finally:
             worker.ready.close()
@@ -147,7 +167,7 @@ class _Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         try:
-            started = [self._spawn(i + 1) for i in range(self.options.workers)]
+            started = [self._spawn(slot) for slot in _slots(self.options)]
             await asyncio.gather(*(self._until_ready(w) for w in started))
             for name, address in (("gRPC", self.options.grpc), ("HTTP", self.options.http)):
                 if address:
@@ -175,8 +195,8 @@ class _Supervisor:
                     # The sentinel closes a moment before the exit status can be collected.
                     await asyncio.get_running_loop().run_in_executor(None, worker.process.join)
                     log.warning(
-                        "worker %d (pid %s) %s; restarting",
-                        worker.index,
+                        "worker %s (pid %s) %s; restarting",
+                        worker.slot.name,
                         worker.process.pid,
                         _how(worker.process),
                     )
@@ -185,7 +205,7 @@ class _Supervisor:
                             await asyncio.wait_for(self.stopping.wait(), RESTART_BACKOFF)
                         if self.stopping.is_set():
                             return
-                    replacement = self._spawn(worker.index)
+                    replacement = self._spawn(worker.slot)
                     try:
                         await self._until_ready(replacement)
                     except WorkerFailed as exc:
@@ -193,7 +213,9 @@ class _Supervisor:
                         self.exited.append(replacement)  # try again (after the back-off)
                         continue
                     self._watch(replacement)
-                    log.info("worker %d restarted, pid %s", worker.index, replacement.process.pid)
+                    log.info(
+                        "worker %s restarted, pid %s", worker.slot.name, replacement.process.pid
+                    )
         finally:
             stop.cancel()
 

@@ -123,3 +123,23 @@ def test_sigterm_drains_every_worker(files_dir: Path) -> None:
         assert len(drained) == len(workers), served.lines
     finally:
         served.stop()
+
+
+def test_separate_grpc_serves_each_transport_from_its_own_process(files_dir: Path) -> None:
+    """``--separate-grpc``: one worker is two processes, gRPC in one and HTTP in the other,
+    both supervised (and drained) as one."""
+    with Served(
+        TARGET, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--separate-grpc",
+        "--files", str(files_dir),
+    ) as served:  # fmt: skip
+        ports = served.ports(["gRPC", "HTTP"])
+        workers = _workers(served)
+        assert len(workers) == 2
+        assert served.process.pid not in workers
+        http_pids = _http_pids(ports["HTTP"], set())
+        grpc_pids = _grpc_pids(ports["gRPC"], set())
+        assert len(http_pids) == len(grpc_pids) == 1
+        assert http_pids | grpc_pids == workers  # one process each, and not the same one
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(30) == 0
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
