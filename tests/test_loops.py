@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 from rpckit.loops import PerLoop, current_task
 
@@ -30,19 +31,23 @@ def test_one_object_per_loop_and_none_kept_for_a_closed_loop() -> None:
 
 
 def test_the_shared_watchers_do_not_keep_their_loop_alive() -> None:
+    """A loop's disconnect sweeper and stall watch hold it weakly: once closed and dropped,
+    the loop is freed (only the last loop used stays at hand)."""
     from rpckit.http.asgi import _sweepers
     from rpckit.http.guard import _watches
 
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
     async def use() -> None:
         loop = asyncio.get_running_loop()
+        loops.append(weakref.ref(loop))
         assert _sweepers.get(loop).loop.is_running()  # a working stand-in for the loop
         _watches.get(loop)
 
     for _ in range(3):
         asyncio.run(use())
     gc.collect()
-    assert len(_sweepers._by_loop) == 1
-    assert len(_watches._by_loop) == 1
+    assert [ref() is None for ref in loops] == [True, True, False]  # the last one is at hand
 
 
 async def test_current_task_with_and_without_the_loop() -> None:

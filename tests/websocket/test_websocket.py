@@ -242,7 +242,10 @@ async def test_client_that_never_reads_holds_the_server_back(server: Server) -> 
     ws.transport.abort()
     found = await server.wait_log(r"Chat transport=websocket .*code=CANCELLED")
     taken = int(re.search(r"messages_in=(\d+)", found).group(1))  # type: ignore[union-attr]
-    assert taken < 256, f"the handler took {taken} of 1024 lines"
+    # Held back, not all 1024: what the handler takes before its echoes block is what the
+    # kernel's autotuned socket buffers and the server's queues hold, 221 to 271 lines over
+    # twelve runs here (256 was too tight a bound); a server without backpressure takes all.
+    assert taken < 512, f"the handler took {taken} of 1024 lines"
 
 
 async def test_drain_ends_calls_with_unavailable(server: Server) -> None:
