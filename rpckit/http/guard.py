@@ -72,7 +72,7 @@ class RequestGuard:
 
     ``loop`` is the event loop the server runs the app on, when known (the servers of
     ``rpckit.http.serve`` set it when they start): the body watch then needs no system
-    call per request (see ``rpckit.call.current_task``).
+    call per request (see ``rpckit.loops.current_task``).
     """
 
     def __init__(self, app: Any, *, body_timeout: float | None = 30.0) -> None:
@@ -169,7 +169,7 @@ class _StallWatch:
 
     def add(self, progress: _BodyProgress) -> None:
         self.waiting.add(progress)
-        if progress.deadline < self.due:  # rare: only a shorter timeout than the others'
+        if progress.deadline < self.due:  # no timer yet, or a shorter timeout than the rest
             self._arm(progress.deadline)
 
     def _arm(self, when: float) -> None:
