@@ -218,23 +218,39 @@ def ensure_h2load() -> str:
     return found
 
 
+@dataclass
+class H2Run:
+    """One h2load run: requests/s, mean latency in µs, and requests that succeeded."""
+
+    rate: float
+    mean_us: float
+    succeeded: int
+
+
 def h2load(
-    binary: str, port: int, data: Path, clients: int, streams: int, n: int
-) -> tuple[float, float]:
-    """(requests/s, mean latency in µs) of GetDog over gRPC."""
+    binary: str, port: int, data: Path, clients: int, streams: int, *,
+    n: int = 0, seconds: float = 0.0,
+) -> H2Run:  # fmt: skip
+    """GetDog over gRPC, ``n`` requests or for ``seconds``; exits unless every finished
+    request succeeded."""
+    amount = f"-n{n}" if n else f"-D{max(1, round(seconds))}"
     command = [
-        binary, f"-n{n}", f"-c{clients}", f"-m{streams}", "-d", str(data),
+        binary, amount, f"-c{clients}", f"-m{streams}", "-d", str(data),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}{DOG_PATH}",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
-    failed = re.search(r"(\d+) failed", out)
-    if not (rate and mean) or (failed and int(failed.group(1))):
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    if not (rate and mean and done) or done.group(1) != done.group(2):
         raise SystemExit(f"unexpected h2load output:\n{out}")
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", mean.group(1)).groups()  # type: ignore[union-attr]
-    return float(rate.group(1)), float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+    return H2Run(
+        float(rate.group(1)),
+        float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit],
+        int(done.group(2)),
+    )
 
 
 def ndjson_rate(port: int, dogs: int) -> float:
@@ -300,9 +316,9 @@ def measure(server: Server, tools: dict[str, str], seconds: float, tmp: Path, do
     if server.grpc is not None:
         data = tmp / "get_dog.bin"
         data.write_bytes(struct.pack(">BI", 0, 2) + b"\x08\x03")
-        h2load(tools["h2load"], server.grpc, data, 1, 1, 2000)  # warm-up
-        figures["grpc_mean"] = h2load(tools["h2load"], server.grpc, data, 1, 1, 5000)[1]
-        figures["grpc_rate"] = h2load(tools["h2load"], server.grpc, data, 4, 16, 40000)[0]
+        h2load(tools["h2load"], server.grpc, data, 1, 1, n=2000)  # warm-up
+        figures["grpc_mean"] = h2load(tools["h2load"], server.grpc, data, 1, 1, n=5000).mean_us
+        figures["grpc_rate"] = h2load(tools["h2load"], server.grpc, data, 4, 16, n=40000).rate
         figures["grpc_stream"] = grpc_stream_rate(server.grpc, dogs)
     return result
 

@@ -16,10 +16,9 @@ There is no goal to pass or fail: the table is the measurement the serving desig
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,13 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.runner import DOG_PATH, Server, _start, ensure_h2load, h2load, stop  # noqa: E402
+from bench.runner import H2Run, Server, _start, ensure_h2load, h2load, stop  # noqa: E402
 from bench.unary import cpu_seconds, ensure_wrk, free_port, process_tree, wrk  # noqa: E402
 
 
 def _serve(name: str, tmp: Path, http: int, grpc: int, *extra: str) -> Server:
-    import os
-
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'bench'}"}
     command = [
         sys.executable, "-m", "rpckit", "serve", "runner_service:create_service",
@@ -70,25 +67,15 @@ def _http(tools: dict[str, str], design: Design, seconds: float) -> Any:
     return wrk(tools["wrk"], f"http://127.0.0.1:{design.http}/api/dogs/3", 64, seconds, None)
 
 
-def _grpc(tools: dict[str, str], design: Design, data: Path, seconds: float) -> tuple[float, int]:
-    """(requests/s, requests) of ``GetDog`` for ``seconds`` at 64 streams over 4 connections."""
-    command = [
-        tools["h2load"], f"-D{max(1, round(seconds))}", "-c4", "-m16", "-d", str(data),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"http://127.0.0.1:{design.grpc}{DOG_PATH}",
-    ]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    if not (rate and done) or done.group(1) != done.group(2):
-        raise SystemExit(f"unexpected h2load output:\n{out}")
-    return float(rate.group(1)), int(done.group(2))
+def _grpc(tools: dict[str, str], design: Design, data: Path, seconds: float) -> H2Run:
+    """``GetDog`` for ``seconds`` at 64 streams over 4 connections."""
+    return h2load(tools["h2load"], design.grpc, data, 4, 16, seconds=seconds)
 
 
 def measure(tools: dict[str, str], design: Design, seconds: float, data: Path) -> None:
     design.add("http_alone", _http(tools, design, seconds).rate)
-    design.add("grpc_alone", _grpc(tools, design, data, seconds)[0])
-    results: dict[str, tuple[float, int]] = {}
+    design.add("grpc_alone", _grpc(tools, design, data, seconds).rate)
+    results: dict[str, H2Run] = {}
 
     def grpc_load() -> None:
         results["grpc"] = _grpc(tools, design, data, seconds)
@@ -99,10 +86,10 @@ def measure(tools: dict[str, str], design: Design, seconds: float, data: Path) -
     http = _http(tools, design, seconds)
     thread.join()
     used = cpu_seconds(design.pids()) - before
-    grpc_rate, grpc_requests = results["grpc"]
+    grpc = results["grpc"]
     design.add("http_mixed", http.rate)
-    design.add("grpc_mixed", grpc_rate)
-    design.add("cpu_mixed", used / (http.requests + grpc_requests) * 1e6)
+    design.add("grpc_mixed", grpc.rate)
+    design.add("cpu_mixed", used / (http.requests + grpc.succeeded) * 1e6)
 
 
 def main() -> int:
@@ -128,7 +115,7 @@ def main() -> int:
         try:
             for design in designs:  # warm-up
                 wrk(tools["wrk"], f"http://127.0.0.1:{design.http}/api/dogs/3", 8, 1, None)
-                h2load(tools["h2load"], design.grpc, data, 1, 1, 2000)
+                h2load(tools["h2load"], design.grpc, data, 1, 1, n=2000)
             for _ in range(args.rounds):
                 for design in designs:
                     measure(tools, design, args.seconds, data)
