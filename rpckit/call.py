@@ -145,8 +145,7 @@ class CallRunner:
 
     def current_task(self) -> asyncio.Task[Any]:
         """The task running the current call (see ``current_task``)."""
-        task = asyncio.current_task(self.loop) if self.loop is not None else None
-        return task if task is not None else current_task()
+        return current_task(self.loop)
 
     async def run(
         self,

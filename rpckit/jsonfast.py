@@ -100,8 +100,7 @@ def to_flat_json(message: Message) -> str | None:
     """The compact JSON of a flat message, or None to use ``json_format``: the same text
     ``json.dumps(to_flat_dict(message), separators=(",", ":"), ensure_ascii=False)`` gives,
     written directly (no dict, no encoder object)."""
-    descriptor = message.DESCRIPTOR
-    plan = _PLANS[descriptor] if descriptor in _PLANS else _plan(descriptor)
+    plan = _plan(message.DESCRIPTOR)
     if plan is None:
         return None
     parts: list[str] = []

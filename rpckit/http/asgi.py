@@ -18,7 +18,7 @@ from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.http.connect import PROTOCOL_HEADERS, error_json, parse_timeout
+from rpckit.http.connect import error_json, parse_timeout, request_metadata
 from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
@@ -66,14 +66,13 @@ def call_context(
     method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, dialect: str
 ) -> Context:
     """The handler's Context for an HTTP request: metadata, peer, Connect-Timeout-Ms deadline."""
-    timeout_ms = headers.get("connect-timeout-ms")
-    timeout = None if timeout_ms is None else parse_timeout(timeout_ms)
+    timeout = parse_timeout(headers.get("connect-timeout-ms"))
     client = scope.get("client")
     return Context(
         method,
         transport="http",
         dialect=dialect,
-        request_headers=headers.without(PROTOCOL_HEADERS),
+        request_headers=request_metadata(headers),
         peer=f"{client[0]}:{client[1]}" if client else "",
         deadline=None if timeout is None else time.monotonic() + timeout,
     )

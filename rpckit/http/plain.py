@@ -326,8 +326,7 @@ class _PlainResponder:
         if self.streaming:
             self.framing = self.router.stream_framing(accept, self.method.output)
         elif self.method.output not in (*_RAW_OUTPUTS, Text):
-            single = self.router._singles.get(accept)  # remembered: most calls stop here
-            self.single = single if single is not None else self.router.single_encoding(accept)
+            self.single = self.router.single_encoding(accept)
 
     # --- unary answers ---------------------------------------------------------------------
 

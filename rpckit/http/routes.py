@@ -219,7 +219,7 @@ class PathTemplate:
         except ``%2F``/``%2f``, which stay as sent (http.proto). Bytes that are not UTF-8
         decode to lone surrogates, which ``bind_request`` rejects for string fields.
         """
-        match = self.pattern.match(raw_path if "%" not in raw_path else _normalize(raw_path))
+        match = self.pattern.match(_normalize(raw_path))
         if match is None:
             return None
         values = {}
