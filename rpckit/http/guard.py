@@ -217,10 +217,20 @@ def guarded_protocol(base: type[Any], header_timeout: float) -> type[Any]:
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(header_timeout, self._header_timeout)
 
-        def connection_lost(self, exc: Exception | None) -> None:
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            # The timer guards the wait for a request head; an upgraded connection has left
+            # that phase for good (the socket now belongs to the WebSocket protocol, whose
+            # own limits apply), so the timer ends here rather than cutting the call.
+            self._stop_header_timer()
+            super().handle_websocket_upgrade(*args)
+
+        def _stop_header_timer(self) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
             super().connection_lost(exc)
 
         def _header_timeout(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -39,6 +40,8 @@ from rpckit.websocket.protocol import (
 )
 
 __all__ = ["WebSocketCalls", "WebSocketEndpoint"]
+
+log = logging.getLogger("rpckit.websocket")
 
 Handler = Callable[..., Any]
 #: Request messages decoded ahead of the handler (the rest waits in the server's buffers).
@@ -178,6 +181,14 @@ class _Reader:
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
+        self.task.add_done_callback(self._reader_done)
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        # A reader that dies of an error it did not expect must not leave the call waiting
+        # for requests that will never come: the call is cancelled, like on a closed socket.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("the WebSocket reader failed; the call is cancelled", exc_info=error)
+            self._cancel_call()
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():

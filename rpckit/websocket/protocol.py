@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from rpckit.errors import Code, RpcError
 from rpckit.http.connect import error_from_json, error_json, metadata_json
 from rpckit.metadata import Metadata
+from rpckit.nesting import check_json_depth
 
 __all__ = [
     "PREFIX",
@@ -84,9 +85,15 @@ class Control:
 def _object(text: str, what: str) -> dict[str, Any]:
     if len(text) > MAX_CONTROL_SIZE:
         raise RpcError(Code.INVALID_ARGUMENT, f"{what} is larger than {MAX_CONTROL_SIZE} bytes")
+    # The same nesting bound as every codec, checked before json sees the text: 3,000 levels
+    # fit in 64 KiB and would reach the interpreter's recursion limit.
+    try:
+        check_json_depth(text.encode("utf-8", "surrogatepass"))
+    except RpcError as error:
+        raise RpcError(Code.INVALID_ARGUMENT, f"{what}: {error.message}") from None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RpcError(Code.INVALID_ARGUMENT, f"{what} is not JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         raise RpcError(Code.INVALID_ARGUMENT, f"{what} must be a JSON object with a type")

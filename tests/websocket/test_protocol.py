@@ -97,3 +97,18 @@ def test_origins() -> None:
     assert origin_allowed("http://x.example", "a:1", ["*"], None)
     assert origin_allowed("https://b.ok.example", "a:1", (), r"https://.*\.ok\.example")
     assert not origin_allowed("https://ok.example.evil", "a:1", (), r"https://.*\.ok\.example")
+
+
+@pytest.mark.parametrize("depth", [101, 3000, 20_000])
+def test_deep_control_frames_are_invalid_argument(depth: int) -> None:
+    """Nesting is bounded before json sees the frame (3,000 levels used to raise
+    RecursionError out of the parser), as the first frame and after it."""
+    deep = "[" * depth + "]" * depth
+    for parse, frame in (
+        (parse_start, '{"type": "start", "headers": ' + deep + "}"),
+        (parse_client_control, '{"type": "end", "x": ' + deep + "}"),
+    ):
+        with pytest.raises(RpcError) as refused:
+            parse(frame)
+        assert refused.value.code is Code.INVALID_ARGUMENT
+        assert "nested deeper" in refused.value.message or "larger than" in refused.value.message
