@@ -7,8 +7,8 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+source "$ROOT/.ci/locked.sh"
+install_locked .venv/bin/python
 export PATH="$ROOT/.venv/bin:$PATH"
 # Debian's Chromium for the browser tests (never a browser download of Playwright's own).
 if [ "${RPCKIT_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; then

@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source "$ROOT/.ci/locked.sh"
 VERSIONS="${RPCKIT_PYTHONS:-3.12 3.13}"
 in_ci() { case "${CI:-}" in 1|true|TRUE|yes) return 0;; esac; return 1; }
 
@@ -50,7 +51,7 @@ for version in $VERSIONS; do
   if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  install_locked "$venv/bin/python"
   echo "== pytest on $("$venv/bin/python" -c 'import platform; print(platform.python_version())')"
   existing=()
   for path in "${PURE_TESTS[@]}"; do [ -e "$path" ] && existing+=("$path"); done
