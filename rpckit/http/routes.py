@@ -445,7 +445,8 @@ def bind_request(
     body_field: str = "",
 ) -> M:
     """Build the request: the decoded body (whole, or into ``body_field``), then query
-    parameters, then path variables, each converted to its field's type.
+    parameters, then path variables, each converted to its field's type. Path variables come
+    last, so they win over the same fields in the body (``{book.name}`` with body ``book``).
 
     Well-known types take their JSON-mapping string forms: ``?since=2026-01-01T00:00:00Z``
     (Timestamp), ``?wait=1.5s`` (Duration), ``?updateMask=title,authorName`` (FieldMask),
@@ -621,8 +622,10 @@ def _check_rule(method: MethodSpec[Any, Any], rule: HttpRule, template: PathTemp
         field = _top_field(request, body)
         if field is None:
             raise ValueError(f"{where}: body {body!r}: {request.full_name} has no such field")
-        bound = {path.split(".")[0] for path in template.fields}
-        if field.name in bound or field.json_name in bound:
+        # A path variable inside the body field (AIP-134's {book.name} with body "book") is
+        # fine: the path wins, as http.proto and grpc-gateway have it. The body field itself
+        # bound by the path would come from two places.
+        if any(path in (field.name, field.json_name) for path in template.fields):
             raise ValueError(f"{where}: body {body!r} is also bound by the path")
     if rule.response_body:
         output = method.output.DESCRIPTOR
@@ -645,8 +648,9 @@ def validate_rules(methods: Iterable[MethodSpec[Any, Any]]) -> None:
 
     ValueError with one line naming the method and rule when a template is invalid, a path
     variable names a missing, repeated or message field, ``body`` or ``response_body``
-    names a missing field, a GET has a body, or two rules (in any services) declare the
-    same verb and template, naming both methods.
+    names a missing field or one the path binds whole, a GET has a body, or two rules (in
+    any services) declare the same verb and template, naming both methods. A path variable
+    inside the body field (``{book.name}`` with body ``book``) is accepted: the path wins.
     """
     seen: dict[tuple[str, str], str] = {}
     for method in methods:

@@ -325,6 +325,27 @@ def test_bad_rules_are_one_line_value_errors(
     assert "\n" not in str(caught.value)
 
 
+def test_aip_134_update_path_field_inside_the_body_wins() -> None:
+    """Issue 16: ``{book.shelf}`` with body ``book`` (AIP-134's Update) is accepted
+    and binds as http.proto says: the body, then the path over it."""
+    validate_rules(
+        [_method("Update", HttpRule("PATCH", "/v1/{book.shelf=shelves/*}", body="book"))]
+    )
+    json_codec = encodings.get("json")
+    assert json_codec is not None
+    body = decode_body(b'{"title":"T","shelf":"shelves/body"}', json_codec, REQUEST, "book")
+    request = bind_request(
+        REQUEST, path_params={"book.shelf": "shelves/path"}, query=(), body=body, body_field="*"
+    )
+    assert (request.book.title, request.book.shelf) == ("T", "shelves/path")
+    # body "*": a field bound by the path is the path's too
+    whole = decode_body(b'{"name":"body","count":3}', json_codec, REQUEST, "*")
+    request = bind_request(
+        REQUEST, path_params={"name": "path"}, query=(), body=whole, body_field="*"
+    )
+    assert (request.name, request.count) == ("path", 3)
+
+
 def test_duplicate_routes_across_services_name_both() -> None:
     first = _method("Get", HttpRule("GET", "/v1/{name}"))
     second = MethodSpec(
