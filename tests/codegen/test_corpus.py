@@ -88,6 +88,7 @@ def _modules(out: Path) -> list[str]:
 
 def test_corpus_is_complete(corpus: Path) -> None:
     assert _modules(corpus) == [
+        "aip.library.v1.library_rpckit",
         "corpus.grpc_health.v1.health_rpckit",
         "corpus.grpc_reflection.v1alpha.reflection_rpckit",
         "google.longrunning.operations_rpckit",
