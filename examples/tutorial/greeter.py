@@ -9,7 +9,6 @@ from greet.v1.greet_rpckit import GreeterService
 from rpckit import Code, Context, RpcError
 
 
-# --8<-- [start:service]
 class Greeter(GreeterService):
     """Greets people: one, many times, or all at once."""
 
@@ -33,5 +32,3 @@ class Greeter(GreeterService):
         names = [request.name async for request in requests]
         return GreetResponse(greeting=f"Hello, {' and '.join(names) or 'nobody'}!")
 
-
-# --8<-- [end:service]
