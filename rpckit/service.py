@@ -123,8 +123,9 @@ class Service(abc.ABC):
     def bind(self) -> list[tuple[MethodSpec[Any, Any], Handler]]:
         """Each method of the spec with this instance's handler for it.
 
-        TypeError (one line, naming the handler) for a handler that is not ``async``: a plain
-        ``def`` would only fail later, on every call.
+        TypeError (one line, naming the handler) for a handler of the wrong shape (a plain
+        ``def`` or sync generator, see ``_check_shape``): it would only fail later, on every
+        call.
         """
         bound = []
         for method in self.spec().methods:
@@ -135,14 +136,36 @@ class Service(abc.ABC):
 
 
 def _check_shape(cls: type, method: MethodSpec[Any, Any], handler: Handler) -> None:
-    if method.kind.server_streams:
-        return  # a plain def returning an async iterable is a valid streaming handler
+    """TypeError (one line) for a handler whose shape would fail every call: a plain ``def``
+    for a unary or client-streaming method, a plain (sync) generator for a stream, an
+    ``async`` generator where one response is due, or parameters that cannot take
+    ``(request, ctx)``. Callable objects and wrappers are left alone where unsure."""
+    where = f"{cls.__name__}.{method.handler} ({method.path})"
     function = inspect.unwrap(getattr(handler, "__func__", handler))
-    if inspect.iscoroutinefunction(function) or not inspect.isfunction(function):
-        return  # async, or a callable object whose shape cannot be told before a call
-    raise TypeError(
-        f"{cls.__name__}.{method.handler} ({method.path}) must be an async def, not a plain def"
-    )
+    if inspect.isfunction(function):
+        if inspect.isgeneratorfunction(function):
+            raise TypeError(
+                f"{where} is a plain generator (def with yield): "
+                "use async def, so that it can yield without blocking the server"
+            )
+        if not method.kind.server_streams:
+            if inspect.isasyncgenfunction(function):
+                raise TypeError(
+                    f"{where} is an async generator, but {method.name} answers one "
+                    "message: return it instead of yielding"
+                )
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(f"{where} must be an async def, not a plain def")
+    try:  # the handler as called, a decorator's wrapper included
+        signature = inspect.signature(handler, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return  # a callable whose parameters Python cannot tell
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        first = "requests" if method.kind.client_streams else "request"
+        shown = str(signature).split(" -> ")[0]
+        raise TypeError(f"{where} takes {shown}; handlers are called with ({first}, ctx)") from None
 
 
 async def resolve_stream(result: ServerStream[T]) -> AsyncIterator[T]:

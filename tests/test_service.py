@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from examples.streams.server import StreamsExample
-from examples.streams.v1.streams_pb2 import Dog, GetDogRequest
+from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, JsonStreamRequest
 from rpckit import Context
 from rpckit.http import create_app
 
@@ -29,3 +32,76 @@ def test_plain_def_handler_is_refused_at_start(files_dir: Path) -> None:
 def test_async_handlers_and_generators_bind(files_dir: Path) -> None:
     bound = StreamsExample(files_dir).bind()
     assert len(bound) == len(StreamsExample.spec().methods)
+
+
+class SyncGenerator(StreamsExample):
+    def json_stream(self, request: JsonStreamRequest, ctx: Context) -> Iterator[Dog]:  # type: ignore[override]
+        yield Dog(name="sync")
+
+
+class AsyncGeneratorForUnary(StreamsExample):
+    async def get_dog(self, request: GetDogRequest, ctx: Context) -> AsyncIterator[Dog]:  # type: ignore[override]
+        yield Dog(name="many")
+
+
+class MissingContext(StreamsExample):
+    async def get_dog(self, request: GetDogRequest) -> Dog:  # type: ignore[override]
+        return Dog(name="no ctx")
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        (SyncGenerator, "SyncGenerator.json_stream (/examples.streams.v1.StreamsService/JsonStream)"
+         " is a plain generator (def with yield): use async def, so that it can yield without "
+         "blocking the server"),
+        (AsyncGeneratorForUnary, "AsyncGeneratorForUnary.get_dog "
+         "(/examples.streams.v1.StreamsService/GetDog) is an async generator, but GetDog answers "
+         "one message: return it instead of yielding"),
+        (MissingContext, "MissingContext.get_dog (/examples.streams.v1.StreamsService/GetDog) "
+         "takes (request: 'GetDogRequest'); handlers are called with (request, ctx)"),
+    ],
+)  # fmt: skip
+def test_wrong_handler_shapes_are_refused_at_start(
+    service: type[StreamsExample], message: str, files_dir: Path
+) -> None:
+    """Issue 16: shapes that start, then fail every call with ``internal``."""
+    with pytest.raises(TypeError) as caught:
+        service(files_dir).bind()
+    assert str(caught.value) == message
+
+
+def _passthrough(handler: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await handler(*args, **kwargs)
+
+    return wrapper
+
+
+class Wrapped(StreamsExample):
+    """Decorated handlers whose wrapper takes anything, and a streaming plain def that
+    returns an async iterable: all valid, none refused."""
+
+    @_passthrough
+    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
+        return Dog(name="wrapped")
+
+    def json_stream(self, request: JsonStreamRequest, ctx: Context) -> AsyncIterator[Dog]:  # type: ignore[override]
+        async def dogs() -> AsyncIterator[Dog]:
+            yield Dog(name="plain def")
+
+        return dogs()
+
+
+def test_only_wrong_shapes_are_refused(files_dir: Path) -> None:
+    """No false positives: a wrapper taking ``*args`` and a plain def returning a stream
+    bind; the same service with a generator handler does not."""
+    assert len(Wrapped(files_dir).bind()) == len(StreamsExample.spec().methods)
+
+    class WrappedSyncGenerator(Wrapped):
+        def json_stream(self, request: JsonStreamRequest, ctx: Context) -> Iterator[Dog]:  # type: ignore[override]
+            yield Dog(name="sync")
+
+    with pytest.raises(TypeError, match=r"json_stream .* is a plain generator"):
+        WrappedSyncGenerator(files_dir).bind()
