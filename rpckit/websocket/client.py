@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from ssl import SSLContext
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -38,7 +39,9 @@ class WebSocketTransport(AsyncClosing):
     """Calls services over WebSocket: ``WebSocketTransport("http://host:port")``.
 
     ``encoding`` names the message encoding (``proto``, ``json``...); ``origin`` sets the
-    Origin header (the server checks it like a browser's). Each call opens its own socket.
+    Origin header (the server checks it like a browser's); ``ssl`` is the TLS context for
+    ``https://``/``wss://`` URLs (for example ``ssl.create_default_context(cafile=...)`` to
+    trust a private CA). Each call opens its own socket.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class WebSocketTransport(AsyncClosing):
         origin: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         registry: EncodingRegistry = encodings,
+        ssl: SSLContext | None = None,
     ) -> None:
         codec = registry.get(encoding)
         if codec is None:
@@ -60,8 +64,13 @@ class WebSocketTransport(AsyncClosing):
         self.url = url
         self.origin = origin
         self.max_message_size = max_message_size
+        if ssl is not None and not url.startswith("wss://"):
+            raise ValueError(f"ssl= is for https:// or wss:// URLs, not {base_url!r}")
+        self.ssl = ssl
 
     async def _open(self, method: MethodSpec[Any, Any], options: CallOptions) -> _Call:
+        # Passed only when set: websockets gives wss:// URLs the default context by itself.
+        tls: dict[str, Any] = {} if self.ssl is None else {"ssl": self.ssl}
         try:
             ws = await connect(
                 self.url + method.path,
@@ -70,6 +79,7 @@ class WebSocketTransport(AsyncClosing):
                 max_size=self.max_message_size + MAX_CONTROL_SIZE,
                 compression=None,
                 proxy=None,
+                **tls,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
