@@ -38,11 +38,15 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
         raise SystemExit(f"rpckit: {module_name} has no attribute {attr!r}") from None
     if isinstance(obj, type) and issubclass(obj, Service):
         if inspect.isabstract(obj):
+            from rpckit.service import unimplemented_class, unmatched_handlers
+
             missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
-            raise SystemExit(
-                f"rpckit: {target} does not implement {missing}; implement them, or "
-                f"subclass Unimplemented{obj.__name__} to answer them with unimplemented"
-            )
+            hint = "implement them"
+            fallback = unimplemented_class(obj)
+            if fallback is not None:
+                hint += f", or subclass {fallback.__name__} to answer them with unimplemented"
+            lines = [*unmatched_handlers(obj), f"{target} does not implement {missing}; {hint}"]
+            raise SystemExit("\n".join(f"rpckit: {line}" for line in lines))
         obj = obj()
     elif callable(obj) and not isinstance(obj, Service):
         try:
@@ -68,7 +72,11 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
 def _check_services(services: Sequence[Service]) -> None:
     """Handler shapes and ``google.api.http`` rules, checked before anything binds a port."""
     from rpckit.http.routes import validate_rules
+    from rpckit.service import unmatched_handlers
 
+    for kind in dict.fromkeys(type(service) for service in services):
+        for line in unmatched_handlers(kind):  # it starts: the RPC answers unimplemented
+            log.warning("%s", line)
     try:
         for service in services:
             service.bind()

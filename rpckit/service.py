@@ -7,9 +7,11 @@ abstract ``Service`` subclass; transports read the spec and call the bound handl
 from __future__ import annotations
 
 import abc
+import difflib
 import enum
 import functools
 import inspect
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -24,7 +26,10 @@ __all__ = [
     "ServerStream",
     "Service",
     "ServiceSpec",
+    "generated_base",
     "resolve_stream",
+    "unimplemented_class",
+    "unmatched_handlers",
 ]
 
 I = TypeVar("I", bound=Message)  # noqa: E741 - request type
@@ -166,6 +171,87 @@ def _check_shape(cls: type, method: MethodSpec[Any, Any], handler: Handler) -> N
         first = "requests" if method.kind.client_streams else "request"
         shown = str(signature).split(" -> ")[0]
         raise TypeError(f"{where} takes {shown}; handlers are called with ({first}, ctx)") from None
+
+
+def generated_base(cls: type[Service]) -> type[Service]:
+    """The generated service base ``cls`` implements: the first class that sets the spec."""
+    for klass in cls.__mro__:
+        if "__rpckit_spec__" in vars(klass):
+            found: type[Service] = klass
+            return found
+    raise TypeError(f"{cls.__name__} is not a generated rpckit service")
+
+
+def unimplemented_class(cls: type[Service]) -> type[Service] | None:
+    """The generated ``Unimplemented*`` class of ``cls``'s service (its name may differ from
+    ``Unimplemented`` + the user's class name: ``UnimplementedGreeterService``), if any."""
+    base = generated_base(cls)
+    module = sys.modules.get(base.__module__)
+    for value in vars(module).values() if module is not None else ():
+        if (
+            isinstance(value, type)
+            and issubclass(value, base)
+            and value is not base
+            and value.__module__ == base.__module__
+            and value.__name__.startswith("Unimplemented")
+            and not inspect.isabstract(value)
+        ):
+            found: type[Service] = value
+            return found
+    return None
+
+
+def _looks_like_handler(value: object) -> bool:
+    """An ``async def`` (or async generator) taking exactly ``(self, request, ctx)``."""
+    function = inspect.unwrap(value) if callable(value) else value
+    if not (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
+        return False
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(parameters) == 3 and all(p.kind in positional for p in parameters)
+
+
+#: How close (difflib's ratio) a method name must be to a handler's to be taken for a typo:
+#: ``gret``/``greet`` 0.89, ``lst_files``/``list_files`` 0.95; ``greet_user``/``greet`` 0.67.
+_TYPO_CUTOFF = 0.8
+
+
+def unmatched_handlers(cls: type[Service]) -> list[str]:
+    """One line per likely typo'd handler of ``cls``: a public method shaped like a handler
+    (``async def name(self, request, ctx)``), defined on the user's own classes, named after
+    no RPC, whose closest handler name (difflib, a ratio of 0.8 or more: a letter or two
+    off) belongs to an RPC those classes do not implement.
+
+    Helpers cannot be reported: private names, plain ``def``, other parameter lists, and
+    names close only to handlers the class implements are left alone.
+    """
+    base = generated_base(cls)
+    spec = base.spec()
+    handlers = {method.handler for method in spec.methods}
+    own = [k for k in cls.__mro__ if issubclass(k, base) and k.__module__ != base.__module__]
+    defined = {name for klass in own for name in vars(klass)}
+    missing = handlers - defined
+    lines = []
+    seen: set[str] = set()
+    for klass in own:
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in handlers or name in seen:
+                continue
+            seen.add(name)
+            if not _looks_like_handler(value):
+                continue
+            # closest of all handlers, so that a helper named after one it implements is not
+            # taken for a typo of another
+            close = difflib.get_close_matches(name, handlers, n=1, cutoff=_TYPO_CUTOFF)
+            if close and close[0] in missing:
+                lines.append(
+                    f"{klass.__name__}.{name} matches no RPC of {spec.name}; "
+                    f"did you mean {close[0]}?"
+                )
+    return lines
 
 
 async def resolve_stream(result: ServerStream[T]) -> AsyncIterator[T]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,16 @@ from typing import Any
 import pytest
 
 from examples.streams.server import StreamsExample
-from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, JsonStreamRequest
+from examples.streams.v1.streams_pb2 import (
+    Dog,
+    GetDogRequest,
+    JsonStreamRequest,
+    ListFilesRequest,
+    ListFilesResponse,
+)
+from examples.streams.v1.streams_rpckit import StreamsService, UnimplementedStreamsService
 from rpckit import Context
+from rpckit.cli import load_services
 from rpckit.http import create_app
 
 
@@ -105,3 +114,56 @@ def test_only_wrong_shapes_are_refused(files_dir: Path) -> None:
 
     with pytest.raises(TypeError, match=r"json_stream .* is a plain generator"):
         WrappedSyncGenerator(files_dir).bind()
+
+
+class TypoStreams(StreamsService):
+    """Implements nothing; ``get_dgo`` is a typo of ``get_dog``, the rest helpers."""
+
+    async def get_dgo(self, request: GetDogRequest, ctx: Context) -> Dog:
+        return Dog(name="typo")
+
+    async def list_file(self, directory: str) -> list[str]:  # not (request, ctx)
+        return [directory]
+
+    def adopt_dog(self, request: GetDogRequest, ctx: Context) -> None:  # not async
+        return None
+
+    async def _chatt(self, request: GetDogRequest, ctx: Context) -> None:  # private
+        return None
+
+
+class PartialTypo(UnimplementedStreamsService):
+    """Starts (every RPC answers unimplemented) though ``lst_files`` meant ``list_files``;
+    ``get_dogs`` is close only to ``get_dog``, which it implements."""
+
+    async def lst_files(self, request: ListFilesRequest, ctx: Context) -> ListFilesResponse:
+        return ListFilesResponse()
+
+    async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
+        return Dog(name="implemented")
+
+    async def get_dogs(self, request: GetDogRequest, ctx: Context) -> list[Dog]:
+        return [await self.get_dog(request, ctx)]
+
+
+def test_typo_handler_of_an_abstract_service_is_named() -> None:
+    """Issue 16: the real generated ``Unimplemented*`` class, and the typo with its RPC."""
+    with pytest.raises(SystemExit) as caught:
+        load_services(f"{__name__}:TypoStreams")
+    missing = ", ".join(sorted(m.handler for m in StreamsService.spec().methods))
+    assert str(caught.value).split("\n") == [
+        "rpckit: TypoStreams.get_dgo matches no RPC of examples.streams.v1.StreamsService; "
+        "did you mean get_dog?",
+        f"rpckit: {__name__}:TypoStreams does not implement {missing}; implement them, or "
+        "subclass UnimplementedStreamsService to answer them with unimplemented",
+    ]
+
+
+def test_typo_handler_of_a_service_that_starts_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="rpckit"):
+        (service,) = load_services(f"{__name__}:PartialTypo")
+    assert isinstance(service, PartialTypo)
+    assert [r.getMessage() for r in caplog.records if r.name == "rpckit"] == [
+        "PartialTypo.lst_files matches no RPC of examples.streams.v1.StreamsService; "
+        "did you mean list_files?"
+    ]
