@@ -7,6 +7,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,18 @@ from rpckit.serving.options import ServeOptions, parse_workers
 __all__ = ["load_services", "main"]
 
 log = logging.getLogger("rpckit")
+
+SERVE_DESCRIPTION = """\
+Serve MODULE:ATTR (a Service, a list of them, or a factory given the extra arguments)
+on gRPC (--grpc) and/or the HTTP/1.1 bridge (--http: Connect, gRPC-Web, REST routes,
+WebSocket).
+
+Addresses (the same forms for --grpc and --http):
+  :PORT          127.0.0.1 only (loopback: the safe default for development)
+  HOST:PORT      a host name or IPv4 address; 0.0.0.0:PORT listens on every IPv4 interface
+  [IPV6]:PORT    [::]:PORT listens on every interface, [::1]:PORT on IPv6 loopback
+Port 0 picks a free port (the chosen one is printed). Unix sockets are not supported.
+"""
 
 
 def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
@@ -139,8 +152,10 @@ def _check_interceptors(options: ServeOptions) -> None:
 
 
 def _announce(name: str, address: str, port: int | None) -> None:
-    host, _, given = address.rpartition(":")
-    print(f"rpckit: {name} listening on {host or '127.0.0.1'}:{port or given}", flush=True)
+    from rpckit.serving.address import parse_address
+
+    bound = parse_address(address)
+    print(f"rpckit: {name} listening on {bound.with_port(port or bound.port)}", flush=True)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -228,10 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     api.add_argument("-o", "--out", type=Path, help="output file (default: stdout)")
     api.add_argument("--title", default="rpckit API", help="info.title")
 
-    srv = commands.add_parser("serve", help="serve MODULE:ATTR on gRPC and/or HTTP/1.1")
+    srv = commands.add_parser(
+        "serve",
+        help="serve MODULE:ATTR on gRPC and/or HTTP/1.1",
+        description=SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     srv.add_argument("target", help="MODULE:ATTR: a Service, a list, or a factory(argv)")
-    srv.add_argument("--grpc", metavar="HOST:PORT", help="gRPC address, e.g. 127.0.0.1:50051")
-    srv.add_argument("--http", metavar="HOST:PORT", help="HTTP/1.1 address, e.g. 127.0.0.1:8080")
+    srv.add_argument("--grpc", metavar="ADDRESS", type=_address, help="gRPC address, e.g. :50051")
+    srv.add_argument(
+        "--http", metavar="ADDRESS", type=_address, help="HTTP/1.1 address, e.g. :8080"
+    )
     srv.add_argument("--static", type=Path, help="directory served at / on the HTTP side")
     srv.add_argument(
         "--cors-origin",
@@ -254,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     srv.add_argument("--log-level", default="info")
 
     args, extra = parser.parse_known_args(argv)
+    # grpc core logs through its own C logger straight to stderr (a bind error is a line of
+    # its own before rpckit's); rpckit reports such errors itself. Before grpc is imported,
+    # and inherited by workers and the --reload child. GRPC_VERBOSITY set by the user wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     if args.command == "generate":
         if extra:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
@@ -386,6 +412,16 @@ def _add_timeout_flags(srv: argparse.ArgumentParser) -> None:
             metavar="SECONDS",
             help=f"{text} after this long (default {default:g})",
         )
+
+
+def _address(value: str) -> str:
+    """``--grpc`` / ``--http``: the canonical ``HOST:PORT`` of any accepted form."""
+    from rpckit.serving.address import AddressError, parse_address
+
+    try:
+        return str(parse_address(value))
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_seconds(value: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
@@ -34,6 +35,7 @@ from rpckit.grpc.status import (
 from rpckit.interceptors import Interceptor
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec, Service
+from rpckit.serving.address import Address, AddressError, parse_address
 from rpckit.streams import Event
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
@@ -226,6 +228,28 @@ def generic_handler(
     return grpc.method_handlers_generic_handler(spec.name, handlers)
 
 
+def _bind_error(address: Address, *, reuse_port: bool) -> str:
+    """Why grpcio could not bind ``address``, which it does not say: the error of a plain
+    socket bound there the same way (grpcio sets ``SO_REUSEADDR``)."""
+    try:
+        found = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return f"cannot resolve {address.host!r} ({exc.strerror})"
+    reason = "grpcio gave no reason"
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind(where)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+    return reason
+
+
 class GrpcServer:
     """A grpc.aio server for rpckit services, with reflection and health checking.
 
@@ -269,7 +293,15 @@ class GrpcServer:
         return self._server
 
     async def start(self, address: str) -> int:
-        """Bind ``address`` (``host:port``) and start serving; returns the bound port."""
+        """Bind ``address`` and start serving; returns the bound port.
+
+        ``address`` takes the forms of ``rpckit.serving.address`` (``:PORT`` is loopback,
+        as on the HTTP side). A failure to bind is an OSError with its reason.
+        """
+        try:
+            bound = parse_address(address)
+        except AddressError as exc:
+            raise OSError(str(exc)) from None
         options = [
             ("grpc.max_send_message_length", self.max_message_size),
             # rpckit checks the limit itself (one error text on every transport); grpcio's own
@@ -298,13 +330,14 @@ class GrpcServer:
             reflection.enable_server_reflection(names, server)
         try:
             if self.credentials is not None:
-                port = server.add_secure_port(address, self.credentials)
+                port = server.add_secure_port(str(bound), self.credentials)
             else:
-                port = server.add_insecure_port(address)
+                port = server.add_insecure_port(str(bound))
         except RuntimeError:  # grpcio raises (or, in older releases, returns 0) on failure
             port = 0
         if port == 0:
-            raise OSError(f"could not bind gRPC server to {address}")
+            reason = _bind_error(bound, reuse_port=self.reuse_port)
+            raise OSError(f"could not bind gRPC server to {bound}: {reason}")
         await server.start()
         self._server = server
         return int(port)

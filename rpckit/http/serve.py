@@ -53,13 +53,15 @@ class HttpTls:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``; an empty host is loopback) as ``(host, port)``."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    """An address as ``(host, port)``, in the forms of ``rpckit.serving.address`` (the same
+    as ``--grpc``: ``:PORT`` is loopback); OSError for anything else."""
+    from rpckit.serving.address import AddressError, parse_address
+
     try:
-        return host, int(port)
-    except ValueError:
-        raise OSError(f"expected HOST:PORT, got {address!r}") from None
+        parsed = parse_address(address)
+    except AddressError as exc:
+        raise OSError(str(exc)) from None
+    return parsed.host, parsed.port
 
 
 def bind_tcp(address: str, *, reuse_port: bool = False, what: str = "HTTP") -> socket.socket:

@@ -42,14 +42,34 @@ def _child_argv(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "rpckit", *(a for a in argv if a != "--reload")]
 
 
-def _stop(child: subprocess.Popen[bytes], grace: float) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=grace + 5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+class _Child:
+    """The serving child process. When it exits unasked (a port in use, a bad target, ...)
+    the reloader says so, instead of waiting silently with nothing served."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.process = subprocess.Popen(command)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        status = self.process.wait()
+        if not self._stopping.is_set():
+            print(
+                f"rpckit: the server exited (status {status}); waiting for a change to restart it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def stop(self, grace: float) -> None:
+        self._stopping.set()
+        child = self.process
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=grace + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def serve_with_reload(options: ServeOptions, argv: Sequence[str]) -> int:
@@ -67,7 +87,7 @@ def serve_with_reload(options: ServeOptions, argv: Sequence[str]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     command = _child_argv(argv)
-    child = subprocess.Popen(command)
+    child = _Child(command)
     print(f"rpckit: reloading on .py/.proto changes under {root}", flush=True)
     try:
         changes: Any
@@ -85,10 +105,10 @@ def serve_with_reload(options: ServeOptions, argv: Sequence[str]) -> int:
                     print("rpckit: generate failed; the running server is kept", flush=True)
                     continue
             print(f"rpckit: {', '.join(paths)} changed; restarting", flush=True)
-            _stop(child, options.grace)
-            child = subprocess.Popen(command)
+            child.stop(options.grace)
+            child = _Child(command)
     finally:
-        _stop(child, options.grace)
+        child.stop(options.grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
