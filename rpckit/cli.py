@@ -15,7 +15,7 @@ from pathlib import Path
 from rpckit.service import Service
 from rpckit.serving.options import ServeOptions, parse_workers
 
-__all__ = ["load_services", "main"]
+__all__ = ["load_services", "main", "target_module"]
 
 log = logging.getLogger("rpckit")
 
@@ -37,14 +37,17 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise SystemExit(f"rpckit: expected MODULE:ATTR, got {target!r}")
+    try:
+        module_name = target_module(module_name, Path.cwd())
+    except ValueError as exc:
+        raise SystemExit(f"rpckit: {exc}") from None
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise SystemExit(f"rpckit: no module named {module_name!r} (from {target})") from None
-        raise  # the module exists but an import inside it failed: its traceback helps
+        raise SystemExit(f"rpckit: {_not_found(exc, module_name, target)}") from None
+    # Any other error inside the user's module keeps its traceback: it shows where.
     try:
         obj = getattr(module, attr)
     except AttributeError:
@@ -82,12 +85,52 @@ def load_services(target: str, argv: Sequence[str] = ()) -> list[Service]:
     return list(services)
 
 
+def target_module(text: str, cwd: Path) -> str:
+    """The module of a target's ``MODULE`` part, which may also be a file under ``cwd``
+    (``greeter.py``, ``./app/service.py``, ``./greeter``); ValueError with a hint otherwise."""
+    if "/" not in text and not text.endswith(".py"):
+        return text  # a module name
+    path = Path(text)
+    if path.is_absolute() and path.is_relative_to(cwd):
+        path = path.relative_to(cwd)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{text} is not under the current directory; serve from its project")
+    module_path = path.with_suffix("") if path.suffix == ".py" else path
+    parts = [part for part in module_path.parts if part != "."]
+    if not parts or not all(part.isidentifier() for part in parts):
+        raise ValueError(f"{text} is not a module path; give MODULE:ATTR, e.g. greeter:Greeter")
+    module_file = cwd.joinpath(*parts[:-1], parts[-1] + ".py")
+    if not module_file.is_file() and not cwd.joinpath(*parts, "__init__.py").is_file():
+        raise ValueError(f"no file {text} under {cwd}")
+    return ".".join(parts)
+
+
+def _not_found(exc: ModuleNotFoundError, module_name: str, target: str) -> str:
+    """One line for a module that is not found: the target's own, or one it imports."""
+    missing = exc.name or "?"
+    if missing == module_name or module_name.startswith(missing + "."):
+        return f"no module named {module_name!r} (from {target})"
+    importer = module_name
+    trace = exc.__traceback__
+    while trace is not None:  # the innermost frame outside importlib did the import
+        if not trace.tb_frame.f_code.co_filename.startswith("<frozen"):
+            importer = trace.tb_frame.f_globals.get("__name__", importer)
+        trace = trace.tb_next
+    text = f"{importer} imports {missing}, which is not found"
+    if (Path("protos") / missing.partition(".")[0]).is_dir():
+        return f"{text}; did you run rpckit generate?"
+    return text
+
+
 def _check_services(services: Sequence[Service]) -> None:
     """Handler shapes and ``google.api.http`` rules, checked before anything binds a port."""
     from rpckit.http.routes import validate_rules
-    from rpckit.service import unmatched_handlers
+    from rpckit.service import stale_source, unmatched_handlers
 
     for kind in dict.fromkeys(type(service) for service in services):
+        stale = stale_source(kind)  # old code would serve old routes: 404s, then internal
+        if stale is not None:
+            raise SystemExit(f"rpckit: {stale}")
         for line in unmatched_handlers(kind):  # it starts: the RPC answers unimplemented
             log.warning("%s", line)
     try:
@@ -111,6 +154,13 @@ def serve(options: ServeOptions) -> int:
         if options.tls is not None:
             check_tls(options.tls)
         _check_interceptors(options)
+        if options.server == "granian":
+            try:
+                import granian  # noqa: F401 - serving imports it later, in the workers too
+            except ImportError:
+                raise SystemExit(
+                    "rpckit: --server granian needs granian: pip install 'rpckit[fast]'"
+                ) from None
         if options.docs:
             from rpckit.tools.docs import ViewerMissing, find_viewer
 

@@ -123,9 +123,15 @@ async def _from_iterable(items: Iterable[T]) -> AsyncIterator[T]:
 
 
 def as_async_iterable(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterable[T]:
-    """Accept either kind of iterable where a stream of requests is expected."""
+    """Accept either kind of iterable where a stream of requests is expected; anything else
+    (one message, say) is a TypeError at once, the same on every transport."""
     if isinstance(items, AsyncIterable):
         return items
+    if not isinstance(items, Iterable):
+        raise TypeError(
+            f"a streaming call takes an iterable or async iterable of requests, not a "
+            f"{type(items).__name__}; pass [request] for a single one"
+        )
     return _from_iterable(items)
 
 

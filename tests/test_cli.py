@@ -230,12 +230,27 @@ def sync_handler():
             "async def, not a plain def",
         ),
         ("bad_service:sync_handler", ["surplus"], "rpckit: unrecognised arguments: surplus"),
+        # a file path names the same module (the handler check shows it was imported)
+        ("./bad_service.py:sync_handler", [], "rpckit: SyncGetDog.get_dog"),
+        ("./bad_service:sync_handler", [], "rpckit: SyncGetDog.get_dog"),
+        ("../bad_service.py:x", [], "rpckit: ../bad_service.py is not under the current dir"),
+        ("./nothing.py:x", [], "rpckit: no file ./nothing.py under"),
+        # greeter.py is there; what it imports (greet, a generated package) is not
+        (
+            "greeter:Greeter",
+            [],
+            "rpckit: greeter imports greet, which is not found; did you run rpckit generate?",
+        ),
+        ("uses_lib:svc", [], "rpckit: uses_lib imports nolib_xyz, which is not found"),
     ],
 )
 async def test_serve_mistakes_are_one_line(
     tmp_path: Path, target: str, extra: list[str], expected: str
 ) -> None:
     (tmp_path / "bad_service.py").write_text(BAD_SERVICE)
+    (tmp_path / "greeter.py").write_text("from greet.v1 import greet_pb2\n")
+    (tmp_path / "protos" / "greet" / "v1").mkdir(parents=True)
+    (tmp_path / "uses_lib.py").write_text("import nolib_xyz\n")
     args = ["--grpc", "127.0.0.1:0", *extra]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "rpckit", "serve", target, *args,
@@ -247,3 +262,16 @@ async def test_serve_mistakes_are_one_line(
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(expected), lines
+
+
+async def test_granian_missing_is_one_line() -> None:
+    code = "import sys; sys.modules['granian'] = None; from rpckit.cli import main; main()"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "serve", "examples.streams.server:create_service",
+        "--http", "127.0.0.1:0", "--server", "granian", cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode != 0
+    assert stderr.decode().splitlines() == [
+        "rpckit: --server granian needs granian: pip install 'rpckit[fast]'"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -112,12 +113,13 @@ class GrpcTransport(AsyncClosing):
             request_serializer=_serialize,
             response_deserializer=method.output.FromString,
         )
-        call = stub(
-            aiter(as_async_iterable(requests)),
-            timeout=options.timeout,
-            metadata=grpc_request_metadata(options),
-        )
-        response: O = await _finish_unary(call, options)
+        source = _Requests(requests)
+        call = stub(source, timeout=options.timeout, metadata=grpc_request_metadata(options))
+        try:
+            response: O = await _finish_unary(call, options)
+        except asyncio.CancelledError:
+            source.raise_failure()
+            raise
         return response
 
     def server_stream(
@@ -144,12 +146,37 @@ class GrpcTransport(AsyncClosing):
             request_serializer=_serialize,
             response_deserializer=method.output.FromString,
         )
-        call = stub(
-            aiter(as_async_iterable(requests)),
-            timeout=options.timeout,
-            metadata=grpc_request_metadata(options),
-        )
-        return StreamCall(_responses(call, options))
+        source = _Requests(requests)
+        call = stub(source, timeout=options.timeout, metadata=grpc_request_metadata(options))
+        return StreamCall(_responses(call, options, source))
+
+
+class _Requests:
+    """The requests of a streaming call as grpcio reads them, keeping what made them fail:
+    grpcio cancels the call when its request iterator raises, and the caller would see a
+    bare CancelledError instead of the error (the same one the Connect transport raises)."""
+
+    def __init__(self, requests: AsyncIterable[Any] | Iterable[Any]) -> None:
+        self._requests = aiter(as_async_iterable(requests))
+        self._failure: Exception | None = None
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await anext(self._requests)
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            self._failure = exc
+            raise
+
+    def raise_failure(self) -> None:
+        """Raise the requests' own error, if they failed (the task was not cancelled)."""
+        task = asyncio.current_task()
+        if self._failure is not None and not (task is not None and task.cancelling()):
+            raise self._failure from None
 
 
 def _serialize(message: Message) -> bytes:
@@ -181,7 +208,9 @@ async def _finish_unary(call: Any, options: CallOptions) -> Any:
     return response
 
 
-async def _responses(call: Any, options: CallOptions) -> AsyncIterator[Any]:
+async def _responses(
+    call: Any, options: CallOptions, source: _Requests | None = None
+) -> AsyncIterator[Any]:
     try:
         await _record(call, options, trailers=False)
         async for response in call:
@@ -191,5 +220,9 @@ async def _responses(call: Any, options: CallOptions) -> AsyncIterator[Any]:
         if options.response is not None:
             options.response.trailers = _plain(exc.trailing_metadata())
         raise _error(exc) from None
+    except asyncio.CancelledError:
+        if source is not None:
+            source.raise_failure()
+        raise
     finally:
         call.cancel()

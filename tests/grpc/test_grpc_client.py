@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import Message
 
+from examples.streams.server import StreamsExample
+from examples.streams.v1.streams_pb2 import ChatMessage, Dog
+from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, RpcError
 from rpckit.client import CallOptions
 from rpckit.grpc import GrpcTransport
 from rpckit.grpc.client import grpc_request_metadata
+from rpckit.http import ConnectTransport
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec
+from tests.support import serve_grpc, serve_http
 
 ECHO = MethodSpec("test.Echo", "Echo", "echo", MethodKind.UNARY, Empty, Empty)
 RAW = b"\x00\x01\xfe\xff binary"
@@ -108,3 +114,38 @@ async def test_error_from_grpcio_server_keeps_its_code() -> None:
     finally:
         await server.stop(0)
     assert (caught.value.code, caught.value.message) == (Code.DATA_LOSS, "gone")
+
+
+def _broken(first: Message) -> Iterator[Message]:
+    yield first
+    raise ValueError("the request source broke")
+
+
+async def test_failing_requests_raise_their_own_error_not_cancelled(
+    service: StreamsExample,
+) -> None:
+    """grpcio cancels a call whose request iterator raises; the caller gets that error."""
+    async with serve_grpc(service) as address, GrpcTransport(address) as transport:
+        client = StreamsServiceClient(transport)
+        with pytest.raises(ValueError, match="the request source broke"):
+            await client.adopt_dogs(_broken(Dog(name="Rex")))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="the request source broke"):
+            async for _ in client.chat(_broken(ChatMessage(text="hi"))):  # type: ignore[arg-type]
+                pass
+
+
+async def test_one_message_for_a_client_stream_is_the_same_type_error_on_grpc_and_connect(
+    service: StreamsExample,
+) -> None:
+    messages = []
+    async with serve_grpc(service) as address, serve_http(service) as url:
+        for transport in (GrpcTransport(address), ConnectTransport(url)):
+            async with transport:
+                with pytest.raises(TypeError) as caught:
+                    await StreamsServiceClient(transport).adopt_dogs(Dog(name="Rex"))  # type: ignore[arg-type]
+                messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert messages[0] == (
+        "a streaming call takes an iterable or async iterable of requests, not a Dog; "
+        "pass [request] for a single one"
+    )
