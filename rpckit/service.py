@@ -10,15 +10,18 @@ import abc
 import difflib
 import enum
 import functools
+import hashlib
 import inspect
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 __all__ = [
+    "PROTO_ROOT",
     "HttpRule",
     "Idempotency",
     "MethodKind",
@@ -27,7 +30,9 @@ __all__ = [
     "Service",
     "ServiceSpec",
     "generated_base",
+    "proto_digest",
     "resolve_stream",
+    "stale_source",
     "unimplemented_class",
     "unmatched_handlers",
 ]
@@ -252,6 +257,47 @@ def unmatched_handlers(cls: type[Service]) -> list[str]:
                     f"did you mean {close[0]}?"
                 )
     return lines
+
+
+#: Where ``rpckit serve`` looks for the ``.proto`` of a generated module, under its current
+#: directory: the default include path of ``rpckit generate`` and of ``--reload``.
+PROTO_ROOT = "protos"
+
+
+def proto_digest(data: bytes) -> str:
+    """The digest a generated module records of its ``.proto`` file's content."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def stale_source(cls: type[Service]) -> str | None:
+    """Why the generated module of ``cls`` is out of date, or None.
+
+    It is when it records its ``.proto`` (``__rpckit_source__``: name and digest, written by
+    ``rpckit generate``) and ``protos/<name>`` under the current directory holds other
+    content. A module that records nothing (the protoc plugin's, older ones), or whose
+    ``.proto`` is not there (an installed package, another layout), is taken as it is.
+    """
+    module = sys.modules.get(generated_base(cls).__module__)
+    source = getattr(module, "__rpckit_source__", None)
+    file = getattr(module, "__file__", None)
+    if not (isinstance(source, tuple) and len(source) == 2 and isinstance(file, str)):
+        return None
+    name, digest = source
+    proto = Path.cwd() / PROTO_ROOT / name
+    try:
+        data = proto.read_bytes()
+    except OSError:
+        return None
+    if proto_digest(data) == digest:
+        return None
+    return f"{_shown(Path(file))} was generated from an older {_shown(proto)}; run rpckit generate"
 
 
 async def resolve_stream(result: ServerStream[T]) -> AsyncIterator[T]:

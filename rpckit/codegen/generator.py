@@ -28,12 +28,14 @@ from __future__ import annotations
 import keyword
 import re
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+from rpckit.service import PROTO_ROOT
 
 __all__ = ["HANDLER_RESERVED", "MODULE_RESERVED", "generate_files", "python_module", "snake_case"]
 
@@ -278,10 +280,22 @@ def _handler_names(rpcs: Sequence[str]) -> list[str]:
     return [names.take(snake_case(rpc).lstrip("_").rstrip("_") or "rpc") for rpc in rpcs]
 
 
+#: What a module that records its source says about it (see ``rpckit.service.stale_source``).
+_SOURCE_COMMENT = f"""\
+# The .proto this module was generated from, and a digest of its content when rpckit generate
+# read it. rpckit serve reads {PROTO_ROOT}/<that name> under its current directory (the default
+# include path of rpckit generate and --reload) and refuses to start when that file exists
+# and its digest differs: the schema changed since, run rpckit generate. Not found (an
+# installed package, another layout): nothing is checked."""
+
+
 class _FileWriter:
-    def __init__(self, f: descriptor_pb2.FileDescriptorProto, names: _Names) -> None:
+    def __init__(
+        self, f: descriptor_pb2.FileDescriptorProto, names: _Names, digest: str | None = None
+    ) -> None:
         self.f = f
         self.names = names
+        self.digest = digest
         self.comments = _comments(f)
         self.used: set[str] = set()  # imported names this module reads
         self.noqa: set[str] = set()
@@ -322,6 +336,11 @@ class _FileWriter:
         head += ["", "__all__ = ["]
         head += [f"    {_literal(name)}," for name in sorted(exported, key=_all_key)]
         head += ["]"]
+        if self.digest is not None:
+            head += ["", _SOURCE_COMMENT]
+            head.append(
+                f"__rpckit_source__: Final = ({_literal(self.f.name)}, {_literal(self.digest)})"
+            )
         lines = "\n".join([*head, *body]).rstrip().split("\n")
         if any(_overlong(line) for line in lines):
             self.noqa.add("E501")
@@ -502,11 +521,16 @@ def _literal_doc(text: str) -> str:
 
 
 def generate_files(
-    files: Sequence[descriptor_pb2.FileDescriptorProto], targets: Iterable[str]
+    files: Sequence[descriptor_pb2.FileDescriptorProto],
+    targets: Iterable[str],
+    digests: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """``*_rpckit.py`` sources (by output path) for each target file that declares services.
 
     ``files`` holds every file the targets need, dependencies included, as protoc gives them.
+    ``digests`` (``proto_digest`` of a target's content, by its name) are recorded in the
+    modules, so that ``rpckit serve`` can tell a schema edited since (the protoc plugin sees
+    no file content and records none).
     Raises ``ValueError`` for a schema Python cannot name (a module path that is not an
     identifier, a message named after a keyword).
     """
@@ -521,5 +545,5 @@ def generate_files(
         _check_module(f.name, module)
         names.aliases = {}
         path = module.replace(".", "/") + ".py"
-        out[path] = _FileWriter(f, names).write()
+        out[path] = _FileWriter(f, names, (digests or {}).get(target)).write()
     return out

@@ -21,6 +21,7 @@ import google.api
 from google.protobuf import descriptor_pb2
 
 from rpckit.codegen.generator import generate_files
+from rpckit.service import proto_digest
 
 __all__ = [
     "ProtocError",
@@ -91,7 +92,8 @@ def run_protoc(
         if protoc.main(args) != 0:
             raise ProtocError(f"protoc failed for {' '.join(protos)}")
         image_set = descriptor_pb2.FileDescriptorSet.FromString(image.read_bytes())
-        for name, text in generate_files(list(image_set.file), protos).items():
+        digests = _digests(protos, proto_paths)
+        for name, text in generate_files(list(image_set.file), protos, digests).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_text(text)
         written = []
@@ -101,6 +103,17 @@ def run_protoc(
             shutil.move(source, target)
             written.append(target)
     return written
+
+
+def _digests(protos: Sequence[str], proto_paths: Sequence[Path]) -> dict[str, str]:
+    """The digest of each proto's content, read where protoc read it: the first of the
+    user's include paths that holds it (none for a proto from a descriptor set)."""
+    found = {}
+    for name in protos:
+        source = next((p / name for p in proto_paths if (p / name).is_file()), None)
+        if source is not None:
+            found[name] = proto_digest(source.read_bytes())
+    return found
 
 
 def import_clashes(written: Sequence[Path], out: Path) -> list[str]:

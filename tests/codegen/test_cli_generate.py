@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 from rpckit.codegen.plugin import run
+from tests.serving.process import Served
 from tests.support import ROOT, require_tool
 
 HOSTILE = Path(__file__).parent / "protos"
@@ -159,3 +160,41 @@ def test_buf_generate_offline(tmp_path: Path) -> None:
         "hostile/names/v1/names_pb2.py",
         "hostile/names/v1/names_rpckit.py",
     ]
+
+
+LIBRARY = "aip/library/v1/library.proto"
+LIBRARY_IMPL = """
+from aip.library.v1.library_rpckit import UnimplementedLibrary
+
+
+class Books(UnimplementedLibrary):
+    pass
+"""
+
+
+def test_serve_refuses_code_generated_from_an_older_proto(tmp_path: Path) -> None:
+    """Issue 16, item 4: the module records its .proto's digest; ``rpckit serve`` refuses,
+    in one line, a module whose ``protos/`` file changed since, and checks nothing when the
+    file is not there (an installed package)."""
+    (tmp_path / "protos/aip/library/v1").mkdir(parents=True)
+    proto = tmp_path / "protos" / LIBRARY
+    shutil.copy(HOSTILE / LIBRARY, proto)
+    (tmp_path / "books.py").write_text(LIBRARY_IMPL)
+    generated = _rpckit("generate", cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    module = (tmp_path / "aip/library/v1/library_rpckit.py").read_text()
+    assert f'__rpckit_source__: Final = ("{LIBRARY}", "sha256:' in module
+
+    proto.write_text(proto.read_text() + "\n// Reviewed.\n")
+    served = Served("books:Books", "--http", "127.0.0.1:0", cwd=str(tmp_path))
+    with served:
+        output = served.rest()
+    assert served.process.returncode == 1
+    assert output == (
+        "rpckit: aip/library/v1/library_rpckit.py was generated from an older "
+        "protos/aip/library/v1/library.proto; run rpckit generate"
+    )
+
+    shutil.rmtree(tmp_path / "protos")  # no source on disk: nothing to compare
+    with Served("books:Books", "--http", "127.0.0.1:0", cwd=str(tmp_path)) as served:
+        served.ports(("HTTP",))

@@ -23,6 +23,13 @@ __all__ = [
     "UnimplementedStreamsService",
 ]
 
+# The .proto this module was generated from, and a digest of its content when rpckit generate
+# read it. rpckit serve reads protos/<that name> under its current directory (the default
+# include path of rpckit generate and --reload) and refuses to start when that file exists
+# and its digest differs: the schema changed since, run rpckit generate. Not found (an
+# installed package, another layout): nothing is checked.
+__rpckit_source__: Final = ("examples/streams/v1/streams.proto", "sha256:ff31fa408a568b32bd2988f3e56717efed85ba0f867f29fb804a17d07bcf9bdf")
+
 
 class StreamsServiceMethods:
     """Method table of ``examples.streams.v1.StreamsService``."""
