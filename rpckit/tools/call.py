@@ -186,10 +186,34 @@ async def _requests(
 
         lines = given()
     number = 0
+    what = "a client stream" if method.kind == MethodKind.CLIENT_STREAM else "a bidi stream"
     async for line in lines:
         number += 1
+        if line.lstrip().startswith("["):
+            raise UsageError(
+                f"request line {number}: {what} takes one JSON object per line, not an array"
+            )
         if line.strip():
             yield _parse(line, method.input, f"request line {number}")
+
+
+def _parse_single(text: str, method: MethodSpec[Any, Any]) -> Message:
+    """The one request of a unary or server-streaming call, from ``-d``."""
+    what = "a unary call" if method.kind == MethodKind.UNARY else "a server-streaming call"
+    if text.lstrip().startswith("["):
+        raise UsageError(f"-d: {what} takes one JSON object, not an array")
+    documents = [line for line in text.splitlines() if line.strip()]
+    if len(documents) > 1 and not _is_json(text) and all(_is_json(d) for d in documents):
+        raise UsageError(f"-d: {what} takes one JSON object, not {len(documents)} lines")
+    return _parse(text, method.input, "-d")
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def describe_error(error: RpcError, schema: Schema | None) -> str:
@@ -225,10 +249,41 @@ async def _load_schema(
         asked = CallOptions(timeout=options.timeout, metadata=options.metadata)
         return await fetch_schema(transport, asked)
     except RpcError as exc:
+        if exc.code is not Code.UNIMPLEMENTED:
+            raise  # the server is unreachable, or refused: reported as any failed call
         raise SchemaError(
-            f"reflection failed ({exc.code.connect_name}: {exc.message}); "
-            "give the schema with --proto-path"
+            f"the server does not offer reflection ({exc.message}); "
+            "give the schema with --proto-path DIR"
         ) from None
+
+
+def connection_problem(error: RpcError, target: Target) -> str | None:
+    """One line saying why no connection was made, with what to do, when the error says so
+    (grpcio's and httpx's texts); None for any other failure."""
+    if error.code is not Code.UNAVAILABLE:
+        return None
+    text = error.message
+    where = target.address.partition("://")[2] or target.address
+    if "Connection refused" in text or "All connection attempts failed" in text:
+        return f"cannot connect to {where} (connection refused); is the server running there?"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"the certificate of {where} is not signed by a CA this client trusts; "
+            "give the CA with --cacert PEM"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return f"{where} does not speak TLS; call it without --tls (http:// for the bridge)"
+    closed = ("Socket closed", "Server disconnected without sending a response")
+    if not target.tls and (text == "connection failed: " or any(c in text for c in closed)):
+        return f"{where} closed the connection at once; is it a TLS port? add --tls (or https://)"
+    return None
+
+
+def error_hint(error: RpcError) -> str | None:
+    """What to try after a failed call, when its code says (one line), else None."""
+    if error.code is Code.UNAUTHENTICATED:
+        return "send credentials, e.g. -H 'authorization: Bearer TOKEN'"
+    return None
 
 
 async def _call(
@@ -250,7 +305,7 @@ async def _call(
                 print_json(response, out)
         return
     text = _data_text(args.data, stdin)
-    request = _parse(text, method.input, "-d") if text and text.strip() else method.input()
+    request = _parse_single(text, method) if text and text.strip() else method.input()
     if method.kind == MethodKind.UNARY:
         print_json(await transport.unary(method, request, options), out)
         return
@@ -297,7 +352,14 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
         if args.verbose:
             _print_metadata("header", response.headers, err)
             _print_metadata("trailer", Metadata(exc.metadata), err)
-        err.write(describe_error(exc, schema) + "\n")
+        problem = connection_problem(exc, target)
+        if problem is not None:
+            err.write(f"rpckit call: {problem}\n")
+        else:
+            err.write(describe_error(exc, schema) + "\n")
+        hint = error_hint(exc)
+        if hint is not None:
+            err.write(f"rpckit call: {hint}\n")
         code = exc.code if exc.code.known else Code.UNKNOWN
         return EXIT_RPC_BASE + int(code)
     finally:

@@ -8,11 +8,16 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
 
 from rpckit.tools.call import Target, UsageError, parse_target
-from tests.support import ROOT
+from tests.serving.certs import Certs, make_certs
+from tests.serving.process import Served
+from tests.support import ROOT, free_port
 
 from .conftest import TUTORIAL
 
@@ -138,7 +143,92 @@ def test_local_mistakes_exit_1(tutorial: dict[str, str]) -> None:
         assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_unreachable_server_is_unavailable() -> None:
-    done = call("127.0.0.1:1", "list", "--timeout", "5")
-    assert done.returncode == 1  # reflection could not run: a local, one-line failure
-    assert "reflection failed (unavailable" in done.stderr
+def test_input_mistakes_name_the_shape(tutorial: dict[str, str]) -> None:
+    for args, stdin, text in [
+        ([f"{GREET}/GreetAll", "-d", '[{"name":"Ada"},{"name":"Bob"}]'], "",
+         "request line 1: a client stream takes one JSON object per line, not an array"),
+        ([f"{GREET}/Greet", "-d", '{"name":"Ada"}\n{"name":"Bob"}'], "",
+         "-d: a unary call takes one JSON object, not 2 lines"),
+        ([f"{GREET}/Greet", "-d", "@-"], '[{"name":"Ada"}]',
+         "-d: a unary call takes one JSON object, not an array"),
+    ]:  # fmt: skip
+        done = call(tutorial["http"], *args, stdin=stdin)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr == f"rpckit call: {text}\n"
+
+
+@pytest.mark.parametrize("scheme", ["", "http://"])
+def test_server_down_asks_whether_it_runs(scheme: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    done = call(scheme + address, "list", "--timeout", "5")
+    assert done.returncode == 64 + 14  # unavailable, as any failed call
+    assert done.stderr == (
+        f"rpckit call: cannot connect to {address} (connection refused); "
+        "is the server running there?\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Certs, dict[str, str]]]:
+    """The streams example over TLS on both transports."""
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    with Served(
+        "examples.streams.server:create_service", "--grpc", ":0", "--http", ":0",
+        "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
+    ) as served:  # fmt: skip
+        ports = served.ports(("gRPC", "HTTP"))
+        yield certs, {"grpc": f"127.0.0.1:{ports['gRPC']}", "http": f"127.0.0.1:{ports['HTTP']}"}
+
+
+@pytest.mark.parametrize("side", PROTOCOLS)
+def test_tls_mistakes_get_their_hint(tls_example: tuple[Certs, dict[str, str]], side: str) -> None:
+    certs, addresses = tls_example
+    address = addresses[side]
+    plain = f"http://{address}" if side == "http" else address
+    done = call(plain, f"{DOGS}/GetDog", "-d", '{"index": 3}', "--timeout", "10")
+    assert done.returncode == 64 + 14, done.stderr
+    assert done.stderr == (
+        f"rpckit call: {address} closed the connection at once; "
+        "is it a TLS port? add --tls (or https://)\n"
+    )
+    done = call(plain, f"{DOGS}/GetDog", "-d", '{"index": 3}', "--tls", "--timeout", "10")
+    assert done.returncode == 64 + 14, done.stderr
+    assert done.stderr == (
+        f"rpckit call: the certificate of {address} is not signed by a CA this client trusts; "
+        "give the CA with --cacert PEM\n"
+    )
+    trusted = call(
+        plain, f"{DOGS}/GetDog", "-d", '{"index": 3}', "--tls", "--cacert", str(certs.ca)
+    )
+    assert lines(trusted.stdout) == [{"name": "Dog 3", "age": 3}], trusted.stderr
+
+
+def test_missing_token_is_unauthenticated_with_a_hint() -> None:
+    with Served(
+        "examples.streams.server:create_service", "--http", ":0",
+        "--interceptor", "tests.serving.auth_all:everything",
+    ) as served:  # fmt: skip
+        url = f"http://127.0.0.1:{served.ports()['HTTP']}"
+        done = call(url, f"{DOGS}/GetDog", "-d", '{"index": 3}')  # reflection is refused
+        assert done.returncode == 64 + 16, done.stderr
+        assert done.stderr.splitlines() == [
+            "rpckit call: unauthenticated (code 16): missing credentials: "
+            "send authorization: Bearer <token>",
+            "rpckit call: send credentials, e.g. -H 'authorization: Bearer TOKEN'",
+        ]
+        token = ["-H", "authorization: Bearer test-token"]
+        done = call(url, f"{DOGS}/GetDog", "-d", '{"index": 3}', *token)
+        assert lines(done.stdout) == [{"name": "Dog 3", "age": 3}], done.stderr
+
+
+def test_only_a_server_without_reflection_asks_for_proto_path() -> None:
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))  # no services, no reflection
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        done = call(f"127.0.0.1:{port}", "list")
+    finally:
+        server.stop(0)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("rpckit call: the server does not offer reflection (")
+    assert done.stderr.endswith("); give the schema with --proto-path DIR\n")
