@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -267,7 +268,10 @@ def _openapi(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rpckit`` command."""
+    from rpckit import __version__
+
     parser = argparse.ArgumentParser(prog="rpckit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rpckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="generate Python code from .proto files")
@@ -299,7 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    srv.add_argument("target", help="MODULE:ATTR: a Service, a list, or a factory(argv)")
+    srv.add_argument(
+        "target",
+        help="MODULE:ATTR (or path/FILE.py:ATTR under the current directory): "
+        "a Service, a list, or a factory(argv)",
+    )
     srv.add_argument("--grpc", metavar="ADDRESS", type=_address, help="gRPC address, e.g. :50051")
     srv.add_argument(
         "--http", metavar="ADDRESS", type=_address, help="HTTP/1.1 address, e.g. :8080"
@@ -325,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_interceptor_flags(srv)
     srv.add_argument("--log-level", default="info")
 
+    _plain_help(parser)
     args, extra = parser.parse_known_args(argv)
     # grpc core logs through its own C logger straight to stderr (a bind error is a line of
     # its own before rpckit's); rpckit reports such errors itself. Before grpc is imported,
@@ -462,6 +471,29 @@ def _add_timeout_flags(srv: argparse.ArgumentParser) -> None:
             metavar="SECONDS",
             help=f"{text} after this long (default {default:g})",
         )
+
+
+_MARKUP = re.compile(r":[a-z]+:`([^`]+)`|``([^`]+)``|`([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text without reStructuredText markup (``x``, `x`, :role:`x` -> x), for
+    ``--help``, which shows it as is."""
+    return _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Every description and help text of ``parser`` and its subcommands as plain text."""
+    if parser.description:
+        parser.description = plain_text(parser.description)
+    for action in parser._actions:
+        if action.help:
+            action.help = plain_text(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain_text(choice.help or "")
+            for sub in dict.fromkeys(action.choices.values()):
+                _plain_help(sub)
 
 
 def _address(value: str) -> str:

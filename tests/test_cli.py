@@ -19,6 +19,7 @@ import pytest
 from examples.streams.v1.streams_pb2 import GetDogRequest, JsonStreamRequest, TextStreamRequest
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, RpcError
+from rpckit.cli import main
 from rpckit.grpc import GrpcTransport
 from rpckit.http import ConnectTransport
 from tests.serving.process import Served
@@ -275,3 +276,22 @@ async def test_granian_missing_is_one_line() -> None:
     assert stderr.decode().splitlines() == [
         "rpckit: --server granian needs granian: pip install 'rpckit[fast]'"
     ]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from rpckit import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"rpckit {__version__}\n"
+
+
+def test_help_of_every_command_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in [[], ["generate"], ["protos-path"], ["call"], ["openapi"], ["serve"]]:
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--help"])
+        assert exited.value.code == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith("usage: rpckit")
+        assert not re.search(r"``|`\w[^`]*`|:\w+:`", shown), shown
