@@ -43,8 +43,6 @@ ensure_node() {
 if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
   ensure_node || exit 1
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
-  # The docs page's viewer (swagger-ui-dist) for `rpckit serve --docs`: local files, no CDN.
-  npm ci --prefix rpckit/tools/docs_ui --no-audit --no-fund --loglevel=error
   export PATH="$ROOT/tests/node/node_modules/.bin:$PATH"
 fi
 # The bundle of the example's connect.html (connect-web; index.html needs no build). The tests

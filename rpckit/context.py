@@ -55,8 +55,8 @@ class Context:
     __slots__ = (
         "_cancelled", "_compress_next", "_finishing", "_header_sender", "_headers_sent",
         "_is_cancelled", "_response_compression", "_state", "deadline", "dialect", "method",
-        "peer", "principal", "request_compression", "request_headers", "response_headers",
-        "response_trailers", "stats", "transport",
+        "peer", "principal", "query", "request_compression", "request_headers",
+        "response_headers", "response_trailers", "stats", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,7 @@ class Context:
         peer: str = "",
         deadline: float | None = None,
         request_compression: str | None = None,
+        query: bytes = b"",
     ) -> None:
         self.method = method
         self.transport = transport
@@ -79,6 +80,9 @@ class Context:
         self.deadline = deadline
         #: The compression the request arrived with (``gzip``...), None when uncompressed.
         self.request_compression = request_compression
+        #: The raw query string of an HTTP request (empty elsewhere): credentials an
+        #: interceptor takes from the URL (``BearerAuth(query=...)``) are read from here.
+        self.query = query
         self.response_headers = Metadata()
         self.response_trailers = Metadata()
         #: Set by an authentication interceptor: who is calling (any object it chooses).

@@ -75,6 +75,7 @@ def call_context(
         request_headers=request_metadata(headers),
         peer=f"{client[0]}:{client[1]}" if client else "",
         deadline=None if timeout is None else time.monotonic() + timeout,
+        query=scope.get("query_string", b""),
     )
 
 

@@ -170,6 +170,7 @@ class PlainRouter:
         request: Request
         if method.kind is MethodKind.CLIENT_STREAM or route.rule.body:
             call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
+            call.skip = self.runner.chain.query_parameters
             if method.kind is MethodKind.CLIENT_STREAM:
                 request = Prepared(call.upload)
             else:
@@ -181,7 +182,8 @@ class PlainRouter:
 
         else:  # nothing to read: the request comes from the path and the query alone
             watch.start()
-            request = partial(_bound, method.input, params, scope)
+            skip = self.runner.chain.query_parameters
+            request = partial(_bound, method.input, params, scope, skip=skip)
         try:
             await self.runner.run(ctx, route.handler, request, responder, task=watch.target)
         finally:
@@ -191,15 +193,22 @@ class PlainRouter:
 
 
 def _bound(
-    message_type: type[Message], params: dict[str, str], scope: Scope, body: Message | None = None
+    message_type: type[Message],
+    params: dict[str, str],
+    scope: Scope,
+    body: Message | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> Message:
-    """The request message from the path, the query and a decoded body (if any)."""
+    """The request message from the path, the query and a decoded body (if any); query
+    parameters in ``skip`` belong to interceptors (credentials) and are left out."""
     raw = scope.get("query_string", b"")
     query = (
         parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace")
         if raw
         else ()
     )
+    if skip and query:
+        query = [(key, value) for key, value in query if key not in skip]
     request: Message = bind_request(
         message_type, path_params=params, query=query, body=body, body_field="*"
     )
@@ -227,6 +236,8 @@ class _PlainRequest:
         self.receive = receive
         self.headers = headers
         self.ctx = ctx
+        #: Query parameters the interceptors take (left out of the request message).
+        self.skip: frozenset[str] = frozenset()
 
     async def message(self) -> Message:
         """The request message, from the path, the query and the body."""
@@ -244,7 +255,7 @@ class _PlainRequest:
 
     def bound(self, body: Message | None = None) -> Message:
         """The request message from the path, the query and a decoded body (if any)."""
-        return _bound(self.method.input, self.params, self.scope, body)
+        return _bound(self.method.input, self.params, self.scope, body, self.skip)
 
     def upload(self) -> Any:
         """The request body of a client-streaming call, as the handler receives it."""

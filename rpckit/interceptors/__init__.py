@@ -51,6 +51,10 @@ class Outcome(NamedTuple):
 class Interceptor:
     """Base class of server interceptors: every hook passes through until overridden."""
 
+    #: Query parameters this interceptor reads for itself (credentials in the URL): the
+    #: plain routes leave them out of the request message instead of refusing them.
+    query_parameters: frozenset[str] = frozenset()
+
     async def on_start(self, ctx: Context) -> None:
         """Before the handler runs: raise ``RpcError`` to reject the call."""
 
@@ -82,6 +86,8 @@ class InterceptorChain:
         self.requests = tuple(i for i in interceptors if _overrides(i, "on_request"))
         self.responses = tuple(i for i in interceptors if _overrides(i, "on_response"))
         self.ends = tuple(i for i in reversed(interceptors) if _overrides(i, "on_end"))
+        #: Every interceptor's own query parameters (see ``Interceptor.query_parameters``).
+        self.query_parameters = frozenset(p for i in interceptors for p in i.query_parameters)
 
     def __bool__(self) -> bool:
         return bool(self.interceptors)

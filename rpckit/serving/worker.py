@@ -111,7 +111,7 @@ async def serve_process(
         if options.docs:
             from rpckit.tools.docs import DocsPage, find_viewer
 
-            front = DocsPage(bridge, services, find_viewer())
+            front = DocsPage(bridge, services, find_viewer(), interceptors=interceptors)
         app = HealthProbes(
             front,
             health,

@@ -2,9 +2,9 @@
 local files, and a list of every Connect endpoint.
 
 Paths (only with ``--docs``): ``/docs`` (the page), ``/docs/openapi.json`` (the document),
-``/docs/ui/...`` (the viewer's files). The viewer is npm's ``swagger-ui-dist``, installed
-next to this module by ``.ci/setup.sh`` (``npm ci --prefix rpckit/tools/docs_ui``) or found
-at ``$RPCKIT_DOCS_UI``; nothing is fetched from a CDN.
+``/docs/ui/...`` (the viewer's files). The viewer is Swagger UI's dist files as the
+``openapi-ui-bundles`` package ships them (the ``rpckit[docs]`` extra), or any directory
+holding them named by ``$RPCKIT_DOCS_UI``; nothing is fetched from a CDN.
 """
 
 from __future__ import annotations
@@ -17,32 +17,42 @@ from pathlib import Path
 from typing import Any
 
 from rpckit.http.asgi import Receive, Scope, Send
+from rpckit.interceptors import Interceptor
 from rpckit.service import Service
 from rpckit.tools.openapi import document
 
-__all__ = ["DOCS_PATH", "DocsPage", "find_viewer", "page_html"]
+__all__ = ["DOCS_PATH", "DocsPage", "ViewerMissing", "find_viewer", "page_html"]
 
 DOCS_PATH = "/docs"
 _UI_FILES = {
     "swagger-ui-bundle.js": b"text/javascript; charset=utf-8",
     "swagger-ui.css": b"text/css; charset=utf-8",
 }
-_PACKAGE_DIR = Path(__file__).resolve().parent / "docs_ui"
+#: What ``rpckit serve --docs`` says (after ``rpckit: ``) when the viewer is not installed.
+MISSING = "--docs needs the docs extra: pip install 'rpckit[docs]'"
 
 
 class ViewerMissing(Exception):
-    """swagger-ui-dist is not installed where the docs page looks for it."""
+    """Swagger UI's files are not installed (the ``rpckit[docs]`` extra is missing)."""
 
 
 def find_viewer() -> Path:
-    """The ``swagger-ui-dist`` directory (``$RPCKIT_DOCS_UI`` first)."""
+    """The directory of Swagger UI's dist files: ``$RPCKIT_DOCS_UI`` when set, else the
+    one the ``openapi-ui-bundles`` package installs."""
     given = os.environ.get("RPCKIT_DOCS_UI")
-    where = Path(given) if given else _PACKAGE_DIR / "node_modules" / "swagger-ui-dist"
+    if given:
+        where = Path(given)
+        if not all((where / name).is_file() for name in _UI_FILES):
+            names = " and ".join(_UI_FILES)
+            raise ViewerMissing(f"RPCKIT_DOCS_UI={given} holds no {names}")
+        return where
+    try:
+        from openapi_ui_bundles import swagger_ui
+    except ImportError:
+        raise ViewerMissing(MISSING) from None
+    where = Path(swagger_ui.static_path)
     if not all((where / name).is_file() for name in _UI_FILES):
-        raise ViewerMissing(
-            f"--docs needs npm's swagger-ui-dist in {where}: run "
-            f"`npm ci --prefix {_PACKAGE_DIR}` (or set RPCKIT_DOCS_UI to its directory)"
-        )
+        raise ViewerMissing(MISSING)  # an install that lost its files
     return where
 
 
@@ -98,11 +108,17 @@ class DocsPage:
     """ASGI middleware answering the ``/docs`` paths and passing everything else on."""
 
     def __init__(
-        self, app: Any, services: Sequence[Service], viewer: Path, title: str = "rpckit API"
+        self,
+        app: Any,
+        services: Sequence[Service],
+        viewer: Path,
+        title: str = "rpckit API",
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.app = app
         methods = [m for s in services for m in s.spec().methods]
-        self.spec = json.dumps(document(methods, title=title)).encode()
+        spec = document(methods, title=title, interceptors=interceptors)
+        self.spec = json.dumps(spec).encode()
         self.page = page_html(title, services).encode()
         self.files = {name: (viewer / name, kind) for name, kind in _UI_FILES.items()}
 

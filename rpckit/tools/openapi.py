@@ -5,14 +5,20 @@ Messages become JSON Schemas per the protobuf JSON mapping (lowerCamelCase names
 string, enums by name, well-known types as their JSON forms, maps as objects). Streams are
 described as the bridge sends them: NDJSON, SSE (with its ``error`` and ``end`` events) or
 raw text and bytes with their headers. Errors are the bridge's JSON error object.
+
+Interceptors that guard methods (``BearerAuth``, ``ApiKeyAuth``: anything with
+``security_schemes()`` and ``protects(method)``) add their security schemes to the
+components and a ``security`` requirement to each operation they guard, so that the docs
+page's Authorize button sends their credentials.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -20,7 +26,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from rpckit.errors import Code
 from rpckit.service import HttpRule, MethodKind, MethodSpec
 
-__all__ = ["ERROR_SCHEMA", "document", "document_from_protos", "http_rules"]
+__all__ = ["ERROR_SCHEMA", "SecuritySource", "document", "document_from_protos", "http_rules"]
 
 OPENAPI_VERSION = "3.1.0"
 _TEXT = "rpckit.v1.Text"
@@ -352,16 +358,64 @@ def _request_body(
     }
 
 
+@runtime_checkable
+class SecuritySource(Protocol):
+    """An interceptor that asks some methods for credentials, as OpenAPI describes it."""
+
+    def security_schemes(self) -> dict[str, dict[str, Any]]:
+        """OpenAPI security schemes by name, each enough on its own (alternatives)."""
+        ...
+
+    def protects(self, method: MethodSpec[Any, Any]) -> bool:
+        """Whether calls to ``method`` need credentials."""
+        ...
+
+
+_Guards = list[tuple[SecuritySource, list[str]]]
+
+
+def _security(interceptors: Iterable[object]) -> tuple[dict[str, Any], _Guards]:
+    """The security schemes of ``interceptors`` (a name taken by another scheme gets a
+    number), and each guarding interceptor with the names of its schemes."""
+    schemes: dict[str, Any] = {}
+    guards: _Guards = []
+    for source in interceptors:
+        if not isinstance(source, SecuritySource):
+            continue
+        names = []
+        for name, scheme in source.security_schemes().items():
+            given, number = name, 2
+            while given in schemes and schemes[given] != scheme:
+                given, number = f"{name}{number}", number + 1
+            schemes[given] = scheme
+            names.append(given)
+        if names:
+            guards.append((source, names))
+    return schemes, guards
+
+
+def _requirements(guards: _Guards, method: MethodSpec[Any, Any]) -> list[dict[str, list[str]]]:
+    """The operation's ``security``: every guard of the method must pass (one scheme of
+    each), so the alternatives are the product of each guard's schemes."""
+    required = [names for source, names in guards if source.protects(method)]
+    if not required:
+        return []
+    return [{name: [] for name in choice} for choice in itertools.product(*required)]
+
+
 def document(
     methods: Iterable[MethodSpec[Any, Any]],
     *,
     title: str = "rpckit API",
     version: str = "0",
     description: str | None = None,
+    interceptors: Iterable[object] = (),
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the plain routes of ``methods`` (methods without
-    ``google.api.http`` rules have only Connect endpoints and are left out)."""
+    ``google.api.http`` rules have only Connect endpoints and are left out); the
+    ``interceptors`` that guard methods add their security schemes."""
     schemas = _Schemas()
+    security_schemes, guards = _security(interceptors)
     paths: dict[str, dict[str, Any]] = {}
     for method in methods:
         for index, rule in enumerate(method.http):
@@ -396,16 +450,20 @@ def document(
                 operation["requestBody"] = body
             if method.kind == MethodKind.BIDI_STREAM:
                 operation["description"] += "; bidi streams need gRPC or WebSocket"
+            security = _requirements(guards, method)
+            if security:
+                operation["security"] = security
+                responses = operation["responses"]
+                responses.setdefault("401", _error_response("missing or invalid credentials"))
+                responses.setdefault("403", _error_response("the credentials may not call this"))
             operations[verb] = operation
     info: dict[str, Any] = {"title": title, "version": version}
     if description:
         info["description"] = description
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": info,
-        "paths": paths,
-        "components": {"schemas": schemas.components},
-    }
+    components: dict[str, Any] = {"schemas": schemas.components}
+    if security_schemes:
+        components["securitySchemes"] = security_schemes
+    return {"openapi": OPENAPI_VERSION, "info": info, "paths": paths, "components": components}
 
 
 def http_rules(method: descriptor_pb2.MethodDescriptorProto) -> tuple[HttpRule, ...]:

@@ -18,11 +18,20 @@ __all__ = ["Served"]
 class Served:
     """A running ``rpckit serve``; stdout and stderr merged, lines kept for ``expect``."""
 
-    def __init__(self, target: str, *args: str, cwd: str | None = None) -> None:
-        command = [sys.executable, "-m", "rpckit", "serve", target, *args]
+    def __init__(
+        self,
+        target: str,
+        *args: str,
+        cwd: str | None = None,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``python`` and ``env``: another interpreter (a venv's) and its environment."""
+        command = [python, "-m", "rpckit", "serve", target, *args]
         self.process = subprocess.Popen(
             command,
             cwd=cwd or ROOT,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -18,7 +18,10 @@ from openapi_spec_validator import validate
 
 from examples.streams.v1.streams_rpckit import StreamsService
 from rpckit.codegen.protoc import bundled_include_paths
+from rpckit.interceptors.access_log import AccessLog
+from rpckit.interceptors.auth import ApiKeyAuth, BearerAuth, static_tokens
 from rpckit.tools.openapi import document, document_from_protos
+from tests.serving.process import Served
 from tests.support import ROOT
 
 SITE = bundled_include_paths()[0]
@@ -156,3 +159,82 @@ def test_docs_paths(example: dict[str, str], path: str) -> None:
     response = httpx.get(example["http"] + path, timeout=10)
     assert response.status_code == 200
     assert len(response.content) > 1000
+
+
+UPLOAD = "examples.streams.v1.StreamsService/UploadAsByteStream"
+VERIFY = static_tokens({"t": "someone"})
+
+
+def _operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {op["operationId"]: op for ops in spec["paths"].values() for op in ops.values()}
+
+
+def test_auth_interceptors_declare_their_security_schemes() -> None:
+    methods = StreamsService.spec().methods
+    bearer = BearerAuth(VERIFY, methods=[UPLOAD])
+    key = ApiKeyAuth(
+        VERIFY, cookie="session", query="api_key", methods=lambda m: m.name == "ListFiles"
+    )
+    spec = document(methods, interceptors=[AccessLog(), bearer, key])
+    validate(spec)
+    assert spec["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"},
+        "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "apiKeyCookie": {"type": "apiKey", "in": "cookie", "name": "session"},
+        "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+    }
+    ops = _operations(spec)
+    upload = ops["examples.streams.v1.StreamsService.UploadAsByteStream"]
+    assert upload["security"] == [{"bearerAuth": []}]
+    assert {"401", "403"} <= set(upload["responses"])
+    listing = ops["examples.streams.v1.StreamsService.ListFiles"]
+    assert listing["security"] == [{"apiKeyAuth": []}, {"apiKeyCookie": []}, {"apiKeyQuery": []}]
+    unguarded = [op for op in ops.values() if op is not upload and op is not listing]
+    assert len(unguarded) == len(ops) - 2
+    assert all("security" not in op and "401" not in op["responses"] for op in unguarded)
+    assert "securitySchemes" not in document(methods, interceptors=[AccessLog()])["components"]
+
+
+def test_two_guards_of_one_method_are_both_required() -> None:
+    methods = StreamsService.spec().methods
+    spec = document(
+        methods,
+        interceptors=[
+            BearerAuth(VERIFY, cookie="token"),
+            BearerAuth(VERIFY, header="x-token", scheme="Token", methods=[UPLOAD]),
+        ],
+    )
+    validate(spec)
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["bearerAuth2"] == {
+        "type": "apiKey", "in": "header", "name": "x-token",
+        "description": "the header's value is `Token <token>`",
+    }  # fmt: skip
+    ops = _operations(spec)
+    assert ops["examples.streams.v1.StreamsService.UploadAsByteStream"]["security"] == [
+        {"bearerAuth": [], "bearerAuth2": []},
+        {"bearerCookie": [], "bearerAuth2": []},
+    ]
+    assert ops["examples.streams.v1.StreamsService.ListFiles"]["security"] == [
+        {"bearerAuth": []},
+        {"bearerCookie": []},
+    ]
+
+
+def test_served_document_declares_the_served_interceptors() -> None:
+    with Served(
+        "examples.streams.server:create_service", "--grpc", "127.0.0.1:0",
+        "--http", "127.0.0.1:0", "--docs", "--no-access-log",
+        "--interceptor", "examples.streams.server:upload_auth",
+    ) as served:  # fmt: skip
+        port = served.ports(("gRPC", "HTTP"))["HTTP"]
+        spec = httpx.get(f"http://127.0.0.1:{port}/docs/openapi.json", timeout=10).json()
+    validate(spec)
+    assert spec["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"}
+    }
+    guarded = {
+        name for name, op in _operations(spec).items() if op.get("security") == [{"bearerAuth": []}]
+    }
+    assert guarded == {"examples.streams.v1.StreamsService.UploadAsByteStream"}
