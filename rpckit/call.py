@@ -46,8 +46,9 @@ DRAINING = RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
 
 class Prepared:
     """A client stream the adapter turns into the handler's argument itself (a raw upload
-    as a ``FileStream``/``ByteStream``/``TextStream``): ``make()`` builds it, inside the
-    call (so its errors map to a status like any other), and the handler gets it as is."""
+    as a ``FileStream``/``ByteStream``/``TextStream``): ``make()`` builds it (or returns a
+    coroutine that does), inside the call (so its errors map to a status like any other),
+    and the handler gets it as is."""
 
     __slots__ = ("make",)
 
@@ -274,6 +275,8 @@ class CallRunner:
             prepared = None
             try:
                 prepared = request.make()
+                if type(prepared) is CoroutineType:  # made by reading (a form's head)
+                    prepared = await prepared
                 await self._respond(ctx, handler, prepared, responder)
             finally:
                 await aclose(prepared)

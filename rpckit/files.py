@@ -1,4 +1,5 @@
-"""File metadata on the wire: Content-Disposition (RFC 6266) and safe upload names. No I/O."""
+"""File metadata on the wire: Content-Disposition (RFC 6266), safe upload names, and the
+check of an untrusted name to be looked up under a root directory. No I/O."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import unicodedata
 from urllib.parse import quote, unquote
 
 __all__ = [
+    "BadFileName",
     "content_disposition",
     "parse_content_disposition",
+    "relative_parts",
     "sanitize_filename",
     "truncate_utf8",
 ]
@@ -84,3 +87,42 @@ def truncate_utf8(name: str, limit: int, keep: str = "") -> str:
         return (keep + dot + extension).encode()[:limit].decode(errors="ignore")
     cut = stem.encode()[:room].decode(errors="ignore").rstrip()
     return cut + keep + dot + extension
+
+
+#: The longest untrusted relative name (in characters) ``relative_parts`` looks at.
+MAX_RELATIVE_NAME = 4096
+
+
+class BadFileName(ValueError):
+    """An untrusted file name that could name something outside its root; the message says
+    which rule it broke and never repeats the name."""
+
+
+def relative_parts(name: str, *, hidden: bool = False) -> tuple[str, ...] | None:
+    """The components of an untrusted name relative to a root directory (``a/b.txt`` ->
+    ``("a", "b.txt")``).
+
+    Raises BadFileName for a name that is empty, too long, absolute, or has NUL, a
+    backslash (a separator elsewhere), or an empty, ``.`` or ``..`` component: joined to a
+    root, what is left can only name something under it (symlinks aside: the caller resolves
+    and checks those). A component starting with ``.`` (``.env``, ``.git``) gives None
+    ("no such file") unless ``hidden``.
+    """
+    if not name:
+        raise BadFileName("file name is empty")
+    if len(name) > MAX_RELATIVE_NAME:
+        raise BadFileName(f"file name is longer than {MAX_RELATIVE_NAME} characters")
+    if "\0" in name:
+        raise BadFileName("file name contains NUL")
+    if "\\" in name:
+        raise BadFileName("file name contains a backslash")
+    if name.startswith("/"):
+        raise BadFileName("file name must be relative, not start with '/'")
+    parts = tuple(name.split("/"))
+    if "" in parts:
+        raise BadFileName("file name has an empty component ('//' or a trailing '/')")
+    if "." in parts or ".." in parts:
+        raise BadFileName("file name has a '.' or '..' component")
+    if not hidden and any(part.startswith(".") for part in parts):
+        return None
+    return parts

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from rpckit.errors import Code, RpcError
+from rpckit.files import BadFileName, relative_parts
 
 __all__ = [
     "DEFAULT_BOUND",
@@ -258,7 +259,11 @@ class FileStream:
         *,
         chunk_size: int = FILE_CHUNK_SIZE,
     ) -> FileStream:
-        """Stream the regular file at ``path`` in bounded chunks; ``not_found`` if there is none."""
+        """Stream the regular file at ``path`` in bounded chunks; ``not_found`` if there is none.
+
+        For trusted paths only: ``path`` is opened as given, ``..`` and symlinks included.
+        A name from the client (a path variable, a query parameter) goes to ``from_root``.
+        """
         file_path = Path(path)
         try:
             stat = file_path.stat()
@@ -276,6 +281,40 @@ class FileStream:
             path=file_path,
             mtime=stat.st_mtime,
         )
+
+    @classmethod
+    def from_root(
+        cls,
+        root: str | os.PathLike[str],
+        name: str,
+        content_type: str | None = None,
+        *,
+        hidden: bool = False,
+        chunk_size: int = FILE_CHUNK_SIZE,
+    ) -> FileStream:
+        """Stream the file an untrusted ``name`` (``a.txt``, ``sub/a.txt``) names under ``root``.
+
+        A name that could leave ``root`` (empty, absolute, NUL, backslash, an empty, ``.``
+        or ``..`` component) is ``invalid_argument``; a missing file, a directory, a hidden
+        one (a component starting with ``.``, unless ``hidden``) or a symlink that resolves
+        outside ``root`` is ``not_found``. Messages never show a server path. The checks
+        run when the stream is made: ``root`` must not be writable by those who name files.
+        """
+        try:
+            parts = relative_parts(name, hidden=hidden)
+        except BadFileName as bad:
+            raise RpcError(Code.INVALID_ARGUMENT, str(bad)) from None
+        not_found = RpcError(Code.NOT_FOUND, "file not found")
+        if parts is None:
+            raise not_found
+        try:
+            base = Path(root).resolve(strict=True)
+            resolved = base.joinpath(*parts).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, unreadable, a symlink loop
+            raise not_found from None
+        if not resolved.is_relative_to(base) or resolved == base:
+            raise not_found  # a symlink that leads out of the root
+        return cls.from_path(resolved, parts[-1], content_type, chunk_size=chunk_size)
 
     def __aiter__(self) -> Self:
         return self

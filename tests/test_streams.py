@@ -1,12 +1,16 @@
-"""rpckit.streams: the bounded sender, spawn and wrap, FileStream."""
+"""rpckit.streams: the bounded sender, spawn and wrap, FileStream (from_root property-tested on
+a real directory with symlinks that lead out)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpckit import ByteStream, Code, FileStream, RpcError, Sender, Streaming, TextStream
 
@@ -163,6 +167,111 @@ def test_file_stream_missing_file_is_not_found(tmp_path: Path) -> None:
     assert caught.value.code is Code.NOT_FOUND
     with pytest.raises(RpcError):
         FileStream.from_path(tmp_path)  # a directory is not a file
+
+
+def _tree(base: Path) -> Path:
+    """A root with a file, a subdirectory, a hidden file and symlinks in and out; beside it
+    a secret that no name may reach."""
+    (base / "secret.txt").write_text("secret")
+    root = base / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "b.txt").write_text("b")
+    (root / ".hidden").write_text("h")
+    (root / "in").symlink_to("a.txt")
+    (root / "out").symlink_to(base / "secret.txt")
+    (root / "outdir").symlink_to(base)
+    (root / "loop").symlink_to("loop")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return _tree(tmp_path)
+
+
+async def test_from_root_serves_files_under_the_root(tree: Path) -> None:
+    stream = FileStream.from_root(tree, "sub/b.txt")
+    assert (stream.filename, stream.size, stream.path) == ("b.txt", 1, tree / "sub" / "b.txt")
+    assert b"".join([c async for c in stream]) == b"b"
+    linked = FileStream.from_root(tree, "in")  # a symlink that stays inside is followed
+    assert (linked.filename, linked.path) == ("in", tree / "a.txt")
+    assert b"".join([c async for c in linked]) == b"a"
+    assert FileStream.from_root(tree, ".hidden", hidden=True).size == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("../secret.txt", Code.INVALID_ARGUMENT),
+        ("../../../etc/hostname", Code.INVALID_ARGUMENT),
+        ("/etc/hostname", Code.INVALID_ARGUMENT),
+        ("", Code.INVALID_ARGUMENT),
+        ("a\x00", Code.INVALID_ARGUMENT),
+        ("..\\secret.txt", Code.INVALID_ARGUMENT),
+        ("sub/../a.txt", Code.INVALID_ARGUMENT),
+        ("missing.txt", Code.NOT_FOUND),
+        ("sub", Code.NOT_FOUND),  # a directory
+        (".hidden", Code.NOT_FOUND),
+        ("out", Code.NOT_FOUND),  # a symlink that leads out of the root
+        ("outdir/secret.txt", Code.NOT_FOUND),
+        ("loop", Code.NOT_FOUND),
+    ],
+)
+def test_from_root_refuses(tree: Path, name: str, code: Code) -> None:
+    with pytest.raises(RpcError) as caught:
+        FileStream.from_root(tree, name)
+    assert caught.value.code is code
+    assert str(tree.parent) not in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def shared_tree() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as base:
+        yield _tree(Path(base))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.lists(
+        st.sampled_from(
+            [
+                "..",
+                ".",
+                "/",
+                "\\",
+                "a.txt",
+                "sub",
+                "b.txt",
+                "in",
+                "out",
+                "outdir",
+                "secret.txt",
+                "loop",
+                ".hidden",
+                "root",
+                "%2e",
+            ]
+        ),
+        max_size=8,
+    ).map("".join),
+    hidden=st.booleans(),
+)
+def test_from_root_never_leaves_the_root(shared_tree: Path, name: str, hidden: bool) -> None:
+    refused: Code | None
+    try:
+        stream = FileStream.from_root(shared_tree, name, hidden=hidden)
+    except RpcError as error:
+        refused = error.code
+    else:
+        refused = None
+    if refused is not None:
+        assert refused in (Code.INVALID_ARGUMENT, Code.NOT_FOUND)
+        return
+    assert stream.path is not None
+    assert stream.path.resolve().is_relative_to(shared_tree.resolve())
+    assert stream.path.read_text() != "secret"
 
 
 async def test_file_stream_save(tmp_path: Path) -> None:

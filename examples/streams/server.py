@@ -3,8 +3,9 @@
 Serve it with ``rpckit serve examples.streams.server:create_service --grpc 127.0.0.1:50051``
 (``--files DIR`` picks the directory DownloadFile serves; default: a temp dir with a sample).
 ``rpckit serve`` logs one access line per call; add ``--interceptor
-examples.streams.server:upload_auth`` to make UploadAsByteStream need a bearer token
-(``demo-token``, or ``$STREAMS_UPLOAD_TOKEN``; ``guest-token`` is known but not allowed).
+examples.streams.server:upload_auth`` to make both uploads (UploadAsByteStream and
+UploadWithProgress) need a bearer token (``demo-token``, or ``$STREAMS_UPLOAD_TOKEN``;
+``guest-token`` is known but not allowed).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class StreamsExample(StreamsService):
         return FileStream.from_path(__file__, content_type="text/x-python; charset=utf-8")
 
     async def download_file(self, request: DownloadFileRequest, ctx: Context) -> FileStream:
-        return FileStream.from_path(self._file(request.name))
+        # request.name is the client's (a percent-decoded path variable): from_root refuses
+        # names that could leave files_dir, and hidden files such as unfinished .part uploads.
+        return FileStream.from_root(self.files_dir, request.name)
 
     async def upload_file_as_file_stream(self, requests: FileStream, ctx: Context) -> UploadSummary:
         """Stream the upload to disk chunk by chunk (memory stays flat, whatever the size).
@@ -166,20 +169,6 @@ class StreamsExample(StreamsService):
             yield UploadProgress(received=received, sha256=digest.hexdigest())
 
         return report()
-
-    def _file(self, name: str) -> Path:
-        """The file ``name`` in files_dir; anything that is not a plain file there is not_found."""
-        not_found = RpcError(Code.NOT_FOUND, f"no file named {name!r}")
-        if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
-            raise not_found
-        path = self.files_dir / name
-        try:
-            resolved = path.resolve(strict=True)
-        except OSError:
-            raise not_found from None
-        if resolved.parent != self.files_dir or not resolved.is_file():
-            raise not_found
-        return resolved
 
 
 def _publish(temporary: Path, directory: Path, name: str) -> Path:
@@ -251,9 +240,19 @@ DEMO_TOKEN = "demo-token"
 GUEST_TOKEN = "guest-token"
 
 
+#: The uploads ``upload_auth`` protects: both take raw bytes from the caller.
+UPLOAD_METHODS = frozenset(
+    {
+        "examples.streams.v1.StreamsService/UploadAsByteStream",
+        "examples.streams.v1.StreamsService/UploadWithProgress",
+    }
+)
+
+
 def upload_auth() -> BearerAuth:
-    """``--interceptor examples.streams.server:upload_auth``: UploadAsByteStream needs
-    ``Authorization: Bearer <token>``; the caller's name goes on ``ctx.principal``."""
+    """``--interceptor examples.streams.server:upload_auth``: UploadAsByteStream and
+    UploadWithProgress need ``Authorization: Bearer <token>``; the caller's name goes on
+    ``ctx.principal``."""
     upload_token = os.environ.get("STREAMS_UPLOAD_TOKEN") or DEMO_TOKEN
 
     def verify(token: str, ctx: Context) -> str | None:
@@ -261,4 +260,4 @@ def upload_auth() -> BearerAuth:
             raise PermissionError("guests may not upload")
         return "uploader" if token == upload_token else None
 
-    return BearerAuth(verify, methods={"examples.streams.v1.StreamsService/UploadAsByteStream"})
+    return BearerAuth(verify, methods=UPLOAD_METHODS)

@@ -12,7 +12,9 @@ but raw has an in-band error record, so an error after the first byte is never l
 - raw bodies have no room for a record: the response is cut off without its final chunk,
   so ``fetch`` rejects and ``curl`` reports an incomplete transfer.
 
-Requests: the same sequences, read back incrementally by ``Deframer`` classes.
+Requests: the same sequences, read back incrementally by ``Deframer`` classes; and a
+``multipart/form-data`` body (what an HTML form sends) split into parts as it arrives by
+``MultipartReader``.
 """
 
 from __future__ import annotations
@@ -38,14 +40,20 @@ from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
     "ERROR_SENTINEL",
+    "PART_END",
     "Deframer",
     "Framing",
     "MediaRange",
+    "MultipartEvent",
+    "MultipartReader",
     "NegotiationError",
     "NotAcceptable",
+    "PartEnd",
+    "PartHead",
     "UnsupportedMediaType",
     "choose_media",
     "deframer_for",
+    "multipart_boundary",
     "negotiate_framing",
     "negotiate_single",
     "negotiate_stream",
@@ -274,13 +282,15 @@ def choose_media(accept: str | None, offered: Sequence[str]) -> str | None:
 
 
 class NegotiationError(RpcError):
-    """A request whose media types cannot be served: ``invalid_argument`` for clients that
-    only read codes, and an HTTP status of its own (406, 415) plus what the route offers."""
+    """A request whose media types cannot be served: a code for clients that only read codes,
+    and an HTTP status of its own (406, 415) plus what the route offers."""
 
     http_status: int
 
-    def __init__(self, message: str, offered: Sequence[str]) -> None:
-        super().__init__(Code.INVALID_ARGUMENT, message)
+    def __init__(
+        self, message: str, offered: Sequence[str], code: Code = Code.INVALID_ARGUMENT
+    ) -> None:
+        super().__init__(code, message)
         self.offered = tuple(offered)
 
 
@@ -297,9 +307,17 @@ class NotAcceptable(NegotiationError):
 
 
 class UnsupportedMediaType(NegotiationError):
-    """A request body in a media type the route cannot read: answer 415."""
+    """A request body in a media type the route cannot read: 415 with ``unimplemented``.
+
+    The code is the one Connect and gRPC-Web answer the same refusal with (Connect's spec
+    answers an unsupported body encoding ``unimplemented``; neither spec has a code for 415),
+    so that one refusal reads the same on every dialect.
+    """
 
     http_status = 415
+
+    def __init__(self, message: str, offered: Sequence[str]) -> None:
+        super().__init__(message, offered, Code.UNIMPLEMENTED)
 
 
 def _stream_offers(output: type[Message], registry: EncodingRegistry) -> list[str]:
@@ -396,7 +414,7 @@ def request_encoding(content_type: str | None, registry: EncodingRegistry) -> En
     """The codec of a single-message request body by its Content-Type (JSON if none).
 
     Accepts every common name of each registered codec; anything else is
-    UnsupportedMediaType (415, ``invalid_argument``) listing what is accepted.
+    UnsupportedMediaType (415, ``unimplemented``) listing what is accepted.
     """
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     offers = _single_offers(registry)
@@ -578,3 +596,183 @@ def deframer_for(
     if kind == "delimited":
         return _Delimited(message_type, encoding, max_size)
     return _Objects(message_type, kind, max_size)
+
+
+# --- multipart/form-data requests (RFC 7578, RFC 2046 §5.1) ---------------------------------
+
+#: The most bytes one part's header block may take.
+MULTIPART_MAX_HEAD = 16 * 1024
+#: The most parts one form may have (each costs a header block to parse).
+MULTIPART_MAX_PARTS = 64
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]")
+_CT_PARAM = re.compile(r';\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+_FORM_ESCAPES = re.compile("%(0A|0D|22)", re.IGNORECASE)
+
+
+def _malformed(reason: str) -> RpcError:
+    return RpcError(Code.INVALID_ARGUMENT, f"malformed multipart body: {reason}")
+
+
+def multipart_boundary(content_type: str | None) -> str | None:
+    """The boundary of a ``multipart/form-data`` Content-Type; None for any other type.
+
+    A form without a usable boundary (1 to 70 characters of RFC 2046's set) is
+    ``invalid_argument``.
+    """
+    if not content_type:
+        return None
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "multipart/form-data":
+        return None
+    found: list[tuple[str, str]] = _CT_PARAM.findall(";" + params)
+    for key, raw in found:
+        if key.lower() == "boundary":
+            value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+            if _BOUNDARY.fullmatch(value):
+                return value
+            break
+    raise RpcError(
+        Code.INVALID_ARGUMENT,
+        "multipart/form-data needs a boundary parameter of 1 to 70 characters",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PartHead:
+    """The start of a form part: its field name, the client's file name (None for a field
+    that is not a file; unsanitised) and its Content-Type (None if it gave none)."""
+
+    name: str | None
+    filename: str | None
+    content_type: str | None
+
+
+class PartEnd:
+    """The end of the current part (``PART_END``, the only instance)."""
+
+    __slots__ = ()
+
+
+PART_END = PartEnd()
+MultipartEvent = PartHead | bytes | PartEnd
+
+
+class MultipartReader:
+    """Splits a ``multipart/form-data`` body into events as its chunks arrive: a ``PartHead``,
+    the part's data as ``bytes`` pieces, ``PART_END``; and so on for every part.
+
+    Memory stays bounded: at most one chunk plus the delimiter's length is held (a part's
+    data goes out as it comes, minus a tail that could start a delimiter), and one header
+    block of at most ``max_head`` bytes. The preamble and the epilogue are ignored.
+    """
+
+    def __init__(
+        self,
+        boundary: str,
+        *,
+        max_head: int = MULTIPART_MAX_HEAD,
+        max_parts: int = MULTIPART_MAX_PARTS,
+    ) -> None:
+        self._delimiter = b"\r\n--" + boundary.encode("latin-1")
+        # The first delimiter opens the body without a CRLF before it: supply one.
+        self._buffer = bytearray(b"\r\n")
+        self._state = "preamble"
+        self._parts = 0
+        self._max_head = max_head
+        self._max_parts = max_parts
+
+    @property
+    def complete(self) -> bool:
+        """True once the closing delimiter has been read."""
+        return self._state == "done"
+
+    def feed(self, data: bytes) -> list[MultipartEvent]:
+        """The events ``data`` completes (possibly none)."""
+        if self._state == "done":
+            return []  # the epilogue
+        self._buffer += data
+        events: list[MultipartEvent] = []
+        while self._step(events):
+            pass
+        return events
+
+    def close(self) -> None:
+        """The body ended: fail unless the closing delimiter came."""
+        if self._state != "done":
+            raise _malformed("the body ended before its closing boundary")
+
+    def _step(self, events: list[MultipartEvent]) -> bool:
+        buffer = self._buffer
+        state = self._state
+        if state == "body" or state == "preamble":
+            found = buffer.find(self._delimiter)
+            if found < 0:
+                keep = len(self._delimiter) - 1  # may be the start of a delimiter
+                if len(buffer) > keep:
+                    if state == "body":
+                        events.append(bytes(buffer[:-keep]))
+                    del buffer[:-keep]
+                return False
+            if state == "body":
+                if found:
+                    events.append(bytes(buffer[:found]))
+                events.append(PART_END)
+            del buffer[: found + len(self._delimiter)]
+            self._state = "after"
+            return True
+        if state == "after":
+            while buffer and buffer[0] in (0x20, 0x09):  # transport padding (RFC 2046)
+                del buffer[:1]
+            if len(buffer) < 2:
+                return False
+            if buffer[:2] == b"--":
+                self._state = "done"
+                buffer.clear()
+                return False
+            if buffer[:2] != b"\r\n":
+                raise _malformed("a boundary is not followed by CRLF or '--'")
+            del buffer[:2]
+            self._parts += 1
+            if self._parts > self._max_parts:
+                raise _malformed(f"more than {self._max_parts} parts")
+            self._state = "head"
+            return True
+        if state == "head":
+            if buffer[:2] == b"\r\n":  # a part without headers
+                end, skip = 0, 2
+            else:
+                end, skip = buffer.find(b"\r\n\r\n"), 4
+            if end > self._max_head or (end < 0 and len(buffer) > self._max_head + 3):
+                raise _malformed(f"a part's headers exceed {self._max_head} bytes")
+            if end < 0:
+                return False
+            events.append(_part_head(bytes(buffer[:end])))
+            del buffer[: end + skip]
+            self._state = "body"
+            return True
+        return False
+
+
+def _part_head(block: bytes) -> PartHead:
+    """A part's header block (without its blank line) as a PartHead."""
+    headers: dict[str, str] = {}
+    for line in block.decode("utf-8", "replace").split("\r\n") if block else ():
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise _malformed("a part header line has no name")
+        headers[key.strip().lower()] = value.strip()
+    disposition = headers.get("content-disposition", "")
+    kind, _, params = disposition.partition(";")
+    if kind.strip().lower() != "form-data":
+        raise _malformed("a part has no 'Content-Disposition: form-data'")
+    values: dict[str, str] = {}
+    found: list[tuple[str, str]] = _CT_PARAM.findall(";" + params)
+    for key, raw in found:
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        values[key.lower()] = raw
+    filename = values.get("filename")
+    if filename is not None:
+        # HTML forms escape only these three in a file name (WHATWG multipart/form-data).
+        filename = _FORM_ESCAPES.sub(lambda m: chr(int(m.group(1), 16)), filename)
+    return PartHead(values.get("name"), filename, headers.get("content-type"))

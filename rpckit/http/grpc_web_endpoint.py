@@ -41,6 +41,7 @@ from rpckit.http.grpc_web import (
     Base64Decoder,
     FrameReader,
     GrpcWebType,
+    encode_message,
     frame,
     parse_content_type,
     parse_grpc_timeout,
@@ -85,12 +86,19 @@ class GrpcWebEndpoint:
         codec = self.options.encodings.get(kind.codec) if kind is not None else None
         if kind is None or codec is None:
             names = ["", *(f"+{name}" for name in self.options.encodings.names())]
+            accepted = ", ".join(f"application/grpc-web{name}" for name in names)
             error = RpcError(
                 Code.UNIMPLEMENTED,
-                f"unsupported content type {headers.get('content-type')!r}; accepted: "
-                + ", ".join(f"application/grpc-web{name}" for name in names),
+                f"unsupported content type {headers.get('content-type')!r}; accepted: {accepted}",
             )
-            await send_error(send, 415, error, [])
+            # 415 as gRPC's HTTP/2 spec asks, with the code in grpc-status (gRPC-Web clients
+            # read it from a trailers-only answer) and a JSON body, like Connect and the routes.
+            status = [
+                (b"grpc-status", b"%d" % error.code),
+                (b"grpc-message", encode_message(error.message).encode("latin-1", "replace")),
+                (b"accept-post", accepted.encode()),
+            ]
+            await send_error(send, 415, error, status)
             return
         if scope["method"] != "POST":
             error = RpcError(Code.UNIMPLEMENTED, "gRPC-Web calls use POST")

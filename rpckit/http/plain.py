@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from rpckit.call import CallRunner, Prepared, Request
 from rpckit.context import Context
 from rpckit.errors import Code, RpcError
+from rpckit.files import sanitize_filename
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
@@ -41,10 +42,15 @@ from rpckit.http.asgi import (
 from rpckit.http.filesend import send_file
 from rpckit.http.framing import (
     KEEP_ALIVE,
+    PART_END,
     Framing,
+    MultipartEvent,
+    MultipartReader,
     Negotiated,
     NegotiationError,
+    PartHead,
     deframer_for,
+    multipart_boundary,
     negotiate_single,
     negotiate_stream,
     request_encoding,
@@ -261,6 +267,9 @@ class _PlainRequest:
         """The request body of a client-streaming call, as the handler receives it."""
         chunks = _counted(body_chunks(self.receive), self.ctx)
         if self.method.input is HttpBody:
+            boundary = multipart_boundary(self.headers.get("content-type"))
+            if boundary is not None:  # an HTML form: its one file part is the upload
+                return _form_upload(chunks, MultipartReader(boundary), self.headers)
             length = self.headers.get("content-length")
             return file_upload(
                 chunks,
@@ -326,10 +335,13 @@ class _PlainResponder:
     async def _fail_early(self, error: RpcError, ctx: Context) -> None:
         self.started = True
         ctx.mark_headers_sent()
-        status = (
-            error.http_status if isinstance(error, NegotiationError) else error.code.http_status
-        )
-        await send_error(self.send, status, error, header_list(ctx.response_headers))
+        status = error.code.http_status
+        headers = header_list(ctx.response_headers)
+        if isinstance(error, NegotiationError):
+            status = error.http_status
+            if status == 415:  # what the route reads, as Connect and gRPC-Web say it
+                headers.append((b"accept-post", ", ".join(error.offered).encode()))
+        await send_error(self.send, status, error, headers)
 
     def negotiate(self) -> None:
         """Choose the answer's media type from Accept before the handler runs (406 if none)."""
@@ -506,6 +518,59 @@ async def _utf8(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         raise RpcError(Code.INVALID_ARGUMENT, "request body is not valid UTF-8") from None
     if tail:
         yield tail
+
+
+async def _form_upload(
+    chunks: AsyncIterator[bytes], reader: MultipartReader, headers: Metadata
+) -> FileStream:
+    """A ``multipart/form-data`` upload as the handler's FileStream: read up to the head of
+    the form's file part (the fields before it are skipped), then stream that part's data.
+
+    Nothing is held whole; ``x-content-size``, if sent, is the file's size (Content-Length
+    counts the whole form). A form without a file part fails here, before the handler runs;
+    a second file part, or a form cut short, fails the handler's read at the end.
+    """
+    events = _form_events(chunks, reader)
+    async for event in events:
+        if isinstance(event, PartHead) and event.filename is not None:
+            head = event
+            break
+    else:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            "multipart/form-data upload has no file part (a part with a filename)",
+        )
+    declared = declared_size(headers)
+    return FileStream(
+        checked_chunks(_form_file(events), declared),
+        filename=sanitize_filename(head.filename),
+        size=declared if declared is not None and declared >= 0 else None,
+        content_type=head.content_type or "application/octet-stream",
+    )
+
+
+async def _form_events(
+    chunks: AsyncIterator[bytes], reader: MultipartReader
+) -> AsyncIterator[MultipartEvent]:
+    async for chunk in chunks:
+        for event in reader.feed(chunk):
+            yield event
+    reader.close()
+
+
+async def _form_file(events: AsyncIterator[MultipartEvent]) -> AsyncIterator[bytes]:
+    """The file part's data, then the rest of the form read through (one file only)."""
+    async for event in events:
+        if event is PART_END:
+            break
+        assert isinstance(event, bytes)
+        yield event
+    async for event in events:
+        if isinstance(event, PartHead) and event.filename is not None:
+            raise RpcError(
+                Code.INVALID_ARGUMENT,
+                "multipart/form-data upload has a second file part; send one file per request",
+            )
 
 
 async def _counted(chunks: AsyncIterator[bytes], ctx: Context) -> AsyncIterator[bytes]:

@@ -274,7 +274,7 @@ def test_request_encoding_knows_the_common_names() -> None:
     assert request_encoding("application/x-protobuf", encodings).name == "proto"
     with pytest.raises(UnsupportedMediaType) as caught:
         request_encoding("text/csv", encodings)
-    assert (caught.value.http_status, caught.value.code) == (415, Code.INVALID_ARGUMENT)
+    assert (caught.value.http_status, caught.value.code) == (415, Code.UNIMPLEMENTED)
     assert "unsupported request content type 'text/csv'; accepted: application/json" in str(
         caught.value
     )
@@ -567,7 +567,7 @@ def test_msgpack_oversized_item_is_resource_exhausted(split: str) -> None:
 def test_deframer_for_unsupported_types(content_type: str) -> None:
     with pytest.raises(RpcError) as caught:
         _deframer(content_type)
-    assert caught.value.code is Code.INVALID_ARGUMENT
+    assert caught.value.code is Code.UNIMPLEMENTED
     assert "unsupported request stream type" in caught.value.message
     assert "application/x-ndjson" in caught.value.message
 

@@ -606,8 +606,9 @@ async def test_adopt_dogs_unsupported_type_is_415(http_url: str) -> None:
         response = await http.post(
             "/api/dogs:adopt", content=b"Rex,3\n", headers={"content-type": "text/csv"}
         )
-    message = assert_error(response, 415, "invalid_argument")
+    message = assert_error(response, 415, "unimplemented")  # as on Connect and gRPC-Web
     assert "unsupported request stream type 'text/csv'" in message
+    assert "application/x-ndjson" in response.headers["accept-post"]
 
 
 async def test_chat_has_no_plain_route(http_url: str) -> None:
@@ -913,13 +914,19 @@ async def test_head_and_wrong_verb(http_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["/api/files/..%2Fsecret.txt", "/api/files/%2Fetc%2Fpasswd", "/api/files/.."]
+    ("target", "status", "code"),
+    [
+        ("/api/files/..%2Fsecret.txt", 400, "invalid_argument"),
+        ("/api/files/%2Fetc%2Fpasswd", 400, "invalid_argument"),
+        ("/api/files/..", 400, "invalid_argument"),
+        ("/api/files/.secret.txt", 404, "not_found"),  # hidden files are not served
+    ],
 )
-async def test_traversal_is_not_found(http_url: str, target: str) -> None:
-    status, headers, body = await raw_get(http_url, target)
-    assert status == 404
+async def test_traversal_is_refused(http_url: str, target: str, status: int, code: str) -> None:
+    response_status, headers, body = await raw_get(http_url, target)
+    assert response_status == status
     assert headers["content-type"] == "application/json"
-    assert json.loads(body)["code"] == "not_found"
+    assert json.loads(body)["code"] == code
     assert b"not for download" not in body
 
 

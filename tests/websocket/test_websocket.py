@@ -114,7 +114,8 @@ async def test_typed_client_every_shape(server: Server, encoding: str) -> None:
             for i in range(4):
                 yield Bytes(data=bytes([i]) * 1000)
 
-        progress = [p async for p in client.upload_with_progress(chunks())]
+        token = [("authorization", "Bearer demo-token")]  # upload_auth guards both uploads
+        progress = [p async for p in client.upload_with_progress(chunks(), metadata=token)]
         assert [p.received for p in progress] == [1000, 2000, 3000, 4000, 4000]
         assert progress[-1].sha256
         assert not progress[0].sha256
