@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
@@ -326,8 +325,16 @@ class GrpcServer:
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
             names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         if self.reflection:
-            names.append(reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
+            # rpckit's own reflection services, run by the call runner like any method, so
+            # that the interceptors guard reflection here exactly as on the HTTP bridge.
+            from rpckit.tools.reflection import grpc_reflection_services
+
+            server.add_generic_rpc_handlers(
+                [
+                    generic_handler(s, self.runner, max_message_size=self.max_message_size)
+                    for s in grpc_reflection_services(names)
+                ]
+            )
         try:
             if self.credentials is not None:
                 port = server.add_secure_port(str(bound), self.credentials)

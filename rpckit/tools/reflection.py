@@ -1,9 +1,15 @@
-"""gRPC server reflection for the HTTP bridge, and a reflection client for any transport.
+"""gRPC server reflection on both transports, and a reflection client for any transport.
 
 The bridge serves ``grpc.reflection.v1.ServerReflection`` and ``...v1alpha...`` over Connect
 so that ``rpckit call http://...`` needs no local protos. HTTP/1.1 has no bidi streams, so
 the bridge answers one request per call (a half-duplex stream); the client asks one
 question per call on every transport, which any gRPC reflection server also answers.
+
+The gRPC server serves the same answers as a bidi stream (the protocol's shape). On both
+transports reflection is an ordinary rpckit service run by the call runner, so the
+server's interceptors see it like any method: an auth interceptor that guards every
+method keeps a protected server from listing its schema to strangers, on gRPC as on HTTP
+(one that guards some methods by name leaves reflection open on both).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from rpckit.errors import Code, RpcError
 from rpckit.service import MethodKind, MethodSpec, Service, ServiceSpec
 from rpckit.tools.schema import Schema
 
-__all__ = ["ReflectionService", "answer", "fetch_schema", "reflection_services"]
+__all__ = [
+    "GrpcReflection", "ReflectionService", "answer", "fetch_schema", "grpc_reflection_services",
+    "reflection_services",
+]  # fmt: skip
 
 #: v1 and v1alpha share one wire format; rpckit uses grpcio-reflection's v1alpha classes.
 SERVICE_NAMES = ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection")
@@ -135,6 +144,33 @@ def reflection_services(services: Sequence[Service]) -> list[Service]:
     """The v1 and v1alpha reflection services describing ``services`` (for the bridge)."""
     names = [s.spec().name for s in services]
     return [_ReflectionV1(names), ReflectionService(names)]
+
+
+class GrpcReflection(ReflectionService):
+    """Reflection for the gRPC server: a bidi stream answering each request in turn."""
+
+    __rpckit_spec__ = ServiceSpec(
+        SERVICE_NAMES[1], (_spec(SERVICE_NAMES[1], MethodKind.BIDI_STREAM),)
+    )
+
+    async def server_reflection_info(  # bidi: a stream of requests in
+        self, requests: AsyncIterator[pb.ServerReflectionRequest], ctx: Context
+    ) -> AsyncIterator[pb.ServerReflectionResponse]:
+        """Answer every request of the stream, in order."""
+        async for request in requests:
+            yield answer(request, self.names, self.pool)
+
+
+class _GrpcReflectionV1(GrpcReflection):
+    __rpckit_spec__ = ServiceSpec(
+        SERVICE_NAMES[0], (_spec(SERVICE_NAMES[0], MethodKind.BIDI_STREAM),)
+    )
+
+
+def grpc_reflection_services(names: Sequence[str]) -> list[Service]:
+    """The v1 and v1alpha reflection services of a gRPC server serving ``names`` (its
+    services, health included; reflection lists itself)."""
+    return [_GrpcReflectionV1(names), GrpcReflection(names)]
 
 
 async def _ask(
