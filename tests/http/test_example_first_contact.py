@@ -7,6 +7,11 @@ uploads behind the example's token on gRPC and WebSocket."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,6 +21,9 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from examples.streams.v1.streams_pb2 import DownloadFileRequest, UploadProgress, UploadSummary
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
@@ -26,7 +34,7 @@ from rpckit.http.grpc_web_client import GrpcWebTransport
 from rpckit.v1.stream_pb2 import Bytes
 from rpckit.websocket import WebSocketTransport
 from tests.serving.process import Served
-from tests.support import free_port, process_tree, rss
+from tests.support import ROOT, free_port, process_tree, require_tool, rss
 
 SERVICE = "/examples.streams.v1.StreamsService/"
 TOKEN = [("authorization", "Bearer demo-token")]
@@ -330,3 +338,54 @@ async def test_both_uploads_need_the_token_on_websocket(uvicorn: Example) -> Non
         assert refused.value.message == "missing credentials: send authorization: Bearer <token>"
     assert [p.received for p in progress] == [100, 200, 300, 300]
     assert summary.size == 300
+
+
+# --- 4. what the docs say is what the wire does -------------------------------------------
+
+PLAIN_HTTP_DOC = ROOT / "examples" / "site" / "docs" / "howto" / "plain-http.md"
+
+
+def _documented_uploads() -> list[str]:
+    """The curl commands plain-http.md gives for UploadFileAsFileStream."""
+    row = next(
+        line
+        for line in PLAIN_HTTP_DOC.read_text().splitlines()
+        if line.startswith("| UploadFileAsFileStream |")
+    )
+    commands = re.findall(r"`(curl [^`]+)`", row.split("|")[2])
+    assert len(commands) == 2, row
+    return commands
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["raw body", "form"])
+def test_documented_curl_uploads_work(uvicorn: Example, tmp_path: Path, which: int) -> None:
+    require_tool(shutil.which("curl") is not None, "curl is needed")
+    big = tmp_path / "big.iso"
+    content = hashlib.sha256(b"iso").digest() * 4096
+    big.write_bytes(content)
+    command = _documented_uploads()[which].replace("localhost:8080", uvicorn.url)
+    argv = [str(big) if arg == "big.iso" else arg for arg in shlex.split(command)]
+    argv = [arg.replace("@big.iso", f"@{big}") for arg in argv]
+    done = subprocess.run(
+        [*argv, "--silent", "--show-error", "--fail-with-body"],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, (command, done.stdout, done.stderr)
+    summary = json.loads(done.stdout)
+    assert summary["size"] == str(len(content))
+    assert summary["sha256"] == hashlib.sha256(content).hexdigest()
+    assert summary["filename"] == "big.iso"
+    (uvicorn.files / "big.iso").unlink()
+
+
+async def test_refused_subprotocol_is_403_at_the_handshake(example: Example) -> None:
+    """websocket.md: a client offering only unknown sub-protocols gets HTTP 403, no socket."""
+    url = "ws" + example.url[4:] + SERVICE + "GetDog"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, subprotocols=[Subprotocol("rpckit.v1.xml")], proxy=None):
+            pass
+    assert refused.value.response.status_code == 403
+    async with connect(url, subprotocols=[Subprotocol("rpckit.v1.json")], proxy=None) as ws:
+        assert ws.subprotocol == "rpckit.v1.json"
