@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import FilePayload, Page, Request, expect
 
-from tests.browser.conftest import ExampleServer
+from tests.browser.conftest import ExampleServer, start_example
 from tests.browser.test_connect_web import SERVICE, UI_TIMEOUT_MS, connect_bundle
 
 __all__ = ["connect_bundle"]  # the fixture, re-used
+
+UPLOAD_AUTH = "examples.streams.server:upload_auth"
 
 
 @pytest.fixture
@@ -88,7 +90,16 @@ def test_chat_card_echoes_upper_case(page: Page, example: ExampleServer) -> None
     example.wait_for_log(r"Chat transport=websocket dialect=websocket code=OK", timeout=10)
 
 
-def test_progress_card_reports_while_uploading(page: Page, example: ExampleServer) -> None:
+def test_progress_card_reports_while_uploading(page: Page, files_dir: Path) -> None:
+    """With upload_auth on, as examples/streams/run.sh serves it: the card sends the token."""
+    example = start_example(files_dir, extra=["--interceptor", UPLOAD_AUTH])
+    try:
+        _upload_with_progress(page, example)
+    finally:
+        example.stop()
+
+
+def _upload_with_progress(page: Page, example: ExampleServer) -> None:
     open_page(page, example.url)
     data = bytes(range(256)) * (4 * 1024 + 3)  # about 1 MiB: 17 chunks of 64 KiB
     page.set_input_files(

@@ -70,7 +70,10 @@ function setupProgressUpload() {
     $("wsupload-sha256").textContent = "";
     bar.max = file.size;
     bar.value = 0;
-    const upload = call(SERVICE + "UploadWithProgress");
+    // The example's demo token: examples/streams/run.sh guards both uploads with upload_auth.
+    const upload = call(SERVICE + "UploadWithProgress", {
+      headers: { authorization: "Bearer demo-token" },
+    });
     const sending = (async () => {
       for (let offset = 0; offset < file.size; offset += CHUNK) {
         const chunk = new Uint8Array(await file.slice(offset, offset + CHUNK).arrayBuffer());
