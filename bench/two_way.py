@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from examples.streams.v1.streams_pb2 import ChatMessage, TextStreamRequest  # noqa: E402
 from examples.streams.v1.streams_rpckit import StreamsServiceClient  # noqa: E402
 from rpckit.grpc import GrpcTransport  # noqa: E402
-from rpckit.websocket import WebSocketTransport  # noqa: E402
+from rpckit.http import WebSocketTransport  # noqa: E402
 
 TEXT_STREAM = "/examples.streams.v1.StreamsService/TextStream"
 

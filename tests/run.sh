@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
+echo "== layers (import contracts)"; lint-imports --no-cache
 echo "== buf lint"; bash tests/lint_protos.sh
 echo "== docs site (strict)"; bash tests/site_and_package.sh site
 echo "== wheel and sdist"; bash tests/site_and_package.sh package

@@ -55,7 +55,7 @@ async def serve_grpc(
 async def serve_http(*services: Service, **options: Any) -> AsyncIterator[str]:
     """Serve ``services`` on the HTTP bridge (uvicorn, real socket); yields the base URL."""
     from rpckit.http import create_app
-    from rpckit.http.serve import HttpServer
+    from rpckit.serving.http_server import HttpServer
 
     server = HttpServer(create_app(list(services), **options), grace=1)
     port = await server.start("127.0.0.1:0")

@@ -31,7 +31,7 @@ from rpckit import Code, Context, RpcError
 from rpckit.call import Drain
 from rpckit.grpc import GrpcServer, GrpcTransport
 from rpckit.http import ConnectTransport, create_app
-from rpckit.http.serve import HttpServer
+from rpckit.serving.http_server import HttpServer
 from rpckit.v1.stream_pb2 import Text
 
 LIMIT = 16 * 1024

@@ -22,7 +22,7 @@ from examples.streams.v1.streams_pb2 import ChatMessage, Dog, GetDogRequest, Jso
 from rpckit import Code, Context, RpcError
 from rpckit.grpc import GrpcServer
 from rpckit.http import create_app
-from rpckit.http.serve import HttpServer
+from rpckit.serving.http_server import HttpServer
 from tests.h2wire import grpc_call
 
 SERVICE = "examples.streams.v1.StreamsService"

@@ -34,7 +34,7 @@ def test_the_shared_watchers_do_not_keep_their_loop_alive() -> None:
     """A loop's disconnect sweeper and stall watch hold it weakly: once closed and dropped,
     the loop is freed (only the last loop used stays at hand)."""
     from rpckit.http.asgi import _sweepers
-    from rpckit.http.guard import _watches
+    from rpckit.serving.guard import _watches
 
     loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 

@@ -20,8 +20,8 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsService, UnimplementedStreamsService
 from rpckit import Context
-from rpckit.cli import load_services
 from rpckit.http import create_app
+from rpckit.serving.target import load_services
 
 
 class SyncHandler(StreamsExample):

@@ -20,21 +20,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from rpckit.address import Address, AddressError, parse_address
 from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
 from rpckit.encodings import ProtoEncoding
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.grpc.status import (
-    STATUS_DETAILS_KEY,
-    from_grpc_metadata,
-    grpc_code,
-    status_details,
-    to_grpc_metadata,
-)
+from rpckit.grpc.status import from_grpc_metadata, grpc_code, to_grpc_metadata
 from rpckit.interceptors import Interceptor
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec, Service
-from rpckit.serving.address import Address, AddressError, parse_address
+from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
@@ -294,7 +289,7 @@ class GrpcServer:
     async def start(self, address: str) -> int:
         """Bind ``address`` and start serving; returns the bound port.
 
-        ``address`` takes the forms of ``rpckit.serving.address`` (``:PORT`` is loopback,
+        ``address`` takes the forms of ``rpckit.address`` (``:PORT`` is loopback,
         as on the HTTP side). A failure to bind is an OSError with its reason.
         """
         try:
@@ -327,7 +322,7 @@ class GrpcServer:
         if self.reflection:
             # rpckit's own reflection services, run by the call runner like any method, so
             # that the interceptors guard reflection here exactly as on the HTTP bridge.
-            from rpckit.tools.reflection import grpc_reflection_services
+            from rpckit.reflection import grpc_reflection_services
 
             server.add_generic_rpc_handlers(
                 [

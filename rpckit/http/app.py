@@ -26,14 +26,15 @@ from rpckit.http.asgi import (
     Send,
     send_error,
 )
-from rpckit.http.connect_endpoint import ConnectEndpoint
-from rpckit.http.grpc_web_endpoint import ByContentType, GrpcWebEndpoint
-from rpckit.http.plain import PlainRoute, PlainRouter
-from rpckit.http.routes import PathTemplate, validate_rules
+from rpckit.http.connect.endpoint import ConnectEndpoint
+from rpckit.http.dispatch import ByContentType
+from rpckit.http.grpc_web.endpoint import GrpcWebEndpoint
+from rpckit.http.rest.endpoint import PlainRoute, PlainRouter
+from rpckit.http.rest.routes import PathTemplate, validate_rules
+from rpckit.http.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
+from rpckit.http.websocket.script import SCRIPT_PATH, script_endpoint
 from rpckit.interceptors import Interceptor
 from rpckit.service import Service
-from rpckit.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
-from rpckit.websocket.script import SCRIPT_PATH, script_endpoint
 
 __all__ = ["Bridge", "Cors", "create_app"]
 
@@ -152,7 +153,7 @@ class Bridge:
         self.files = files
         self.runner = runner
         self.drain = runner.drain
-        #: WebSocket calls (``rpckit.websocket``) by method path, and the ones in flight.
+        #: WebSocket calls (``rpckit.http.websocket``) by method path, and the ones in flight.
         self.websockets: dict[str, ASGIApp] = {}
         self.websocket_calls: WebSocketCalls | None = None
         self._app: ASGIApp = self._dispatch

@@ -18,7 +18,7 @@ from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.context import Context
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.http.connect import error_json, parse_timeout, request_metadata
+from rpckit.http.wire import error_json, parse_timeout, request_metadata
 from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # kept light: the CLI imports this module for every command
-    from rpckit.http.serve import HttpTls, ServerKind
+    from rpckit.serving.http_server import HttpTls, ServerKind
 
 __all__ = ["ServeOptions", "parse_workers"]
 
@@ -78,7 +78,7 @@ class ServeOptions:
     @property
     def tls(self) -> HttpTls | None:
         """The TLS files, when ``--tls-cert`` and ``--tls-key`` are given."""
-        from rpckit.http.serve import HttpTls
+        from rpckit.serving.http_server import HttpTls
 
         if self.tls_cert is None or self.tls_key is None:
             return None

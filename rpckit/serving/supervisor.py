@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from rpckit.http.serve import bind_tcp
+from rpckit.serving.http_server import bind_tcp
 from rpckit.serving.options import ServeOptions
 
 __all__ = ["WorkerFailed", "supervise"]
@@ -40,7 +40,7 @@ class WorkerFailed(RuntimeError):
 
 def _worker_main(options: ServeOptions, name: str, ready: Connection) -> None:
     """A worker process's entry point (spawned: it imports the target itself)."""
-    from rpckit.cli import load_services
+    from rpckit.serving.target import load_services
     from rpckit.serving.worker import run_process
 
     logging.basicConfig(

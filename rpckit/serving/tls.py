@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from rpckit.http.serve import HttpTls
+from rpckit.serving.http_server import HttpTls
 
 __all__ = ["TlsError", "check_tls", "grpc_credentials"]
 

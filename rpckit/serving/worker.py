@@ -64,10 +64,10 @@ async def serve_process(
 
     from rpckit.grpc import GrpcServer
     from rpckit.http import Cors, create_app
-    from rpckit.http.guard import HttpTimeouts
-    from rpckit.http.health import HealthProbes, HealthState
-    from rpckit.http.serve import create_http_server
-    from rpckit.interceptors.loading import serve_interceptors
+    from rpckit.serving.guard import HttpTimeouts
+    from rpckit.serving.health import HealthProbes, HealthState
+    from rpckit.serving.http_server import create_http_server
+    from rpckit.serving.interceptors import serve_interceptors
     from rpckit.serving.tls import grpc_credentials
 
     shutdown_otel = None
@@ -101,7 +101,7 @@ async def serve_process(
     http_server = None
     if options.http:
         cors = Cors(origins=options.cors_origins) if options.cors_origins else None
-        from rpckit.tools.reflection import reflection_services
+        from rpckit.reflection import reflection_services
 
         served = [*services, *reflection_services(services)]  # reflection over Connect too
         bridge = create_app(

@@ -95,10 +95,10 @@ def _http_transport(target: Target, cacert: Path | None) -> Transport:
         verify = ssl.create_default_context(cafile=str(cacert))
     client = httpx.AsyncClient(timeout=httpx.Timeout(None), verify=verify)
     if target.protocol == "grpc-web":
-        from rpckit.http.grpc_web_client import GrpcWebTransport
+        from rpckit.http.grpc_web.client import GrpcWebTransport
 
         return _Owning(GrpcWebTransport(target.address, client=client), client)
-    from rpckit.http.client import ConnectTransport
+    from rpckit.http.connect.client import ConnectTransport
 
     return _Owning(ConnectTransport(target.address, client=client), client)
 

@@ -134,7 +134,7 @@ async def main(names: list[str]) -> None:
     _alias_shadowed(names)
     from rpckit.grpc import GrpcServer
     from rpckit.http import create_app
-    from rpckit.http.serve import HttpServer
+    from rpckit.serving.http_server import HttpServer
 
     servers: list[GrpcServer | HttpServer] = []
     try:

@@ -113,11 +113,20 @@ async def test_stubs_download_file_and_traversal(
         bodies = [b async for b in stub.DownloadFile(DownloadFileRequest(name="data.bin"))]
         assert b"".join(b.data for b in bodies) == (files_dir / "data.bin").read_bytes()
         assert len(bodies) > 1  # chunked, not one message
-        for name in ["../secret.txt", "/etc/passwd", "..", "", "nope.txt", "%2e%2e/secret.txt"]:
+        bad = grpc.StatusCode.INVALID_ARGUMENT  # a name that can never be a file under the root
+        missing = grpc.StatusCode.NOT_FOUND
+        for name, code in [
+            ("../secret.txt", bad),
+            ("/etc/passwd", bad),
+            ("..", bad),
+            ("", bad),
+            ("nope.txt", missing),
+            ("%2e%2e/secret.txt", missing),  # no decoding on gRPC: a literal directory name
+        ]:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 async for _ in stub.DownloadFile(DownloadFileRequest(name=name), timeout=5):
                     pass
-            assert caught.value.code() == grpc.StatusCode.NOT_FOUND, name
+            assert caught.value.code() == code, name
 
 
 async def test_stubs_download_refuses_symlink_out(
@@ -244,7 +253,7 @@ async def test_client_errors_carry_code_and_message(grpc_client: StreamsServiceC
     with pytest.raises(RpcError) as caught:
         async for _ in grpc_client.download_file(DownloadFileRequest(name="../secret.txt")):
             pass
-    assert caught.value.code is Code.NOT_FOUND
+    assert caught.value.code is Code.INVALID_ARGUMENT
 
 
 # --- behaviour that needs an instrumented service ------------------------------------------

@@ -23,10 +23,9 @@ from examples.streams.v1.streams_pb2 import Dog
 from rpckit.encodings import encodings
 from rpckit.errors import Code, RpcError
 from rpckit.files import parse_content_disposition, sanitize_filename, truncate_utf8
-from rpckit.http.connect import EnvelopeReader, parse_end_stream, parse_timeout
-from rpckit.http.framing import deframer_for, parse_accept, sse_event
-from rpckit.http.guard import ambiguous_framing
-from rpckit.http.ranges import (
+from rpckit.http.connect.protocol import parse_end_stream
+from rpckit.http.rest.framing import deframer_for, parse_accept, sse_event
+from rpckit.http.rest.ranges import (
     UNSATISFIABLE,
     if_range_matches,
     not_modified,
@@ -35,9 +34,11 @@ from rpckit.http.ranges import (
     parse_range,
     precondition_failed,
 )
+from rpckit.http.wire import EnvelopeReader, parse_timeout
 from rpckit.metadata import Metadata
 from rpckit.nesting import MAX_DEPTH, CborScan, check_json_depth
 from rpckit.numbers import parse_int, try_int
+from rpckit.serving.guard import ambiguous_framing
 from rpckit.wellknown import declared_size
 
 EXAMPLES = int(os.environ.get("RPCKIT_FUZZ_EXAMPLES", "200"))

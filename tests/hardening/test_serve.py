@@ -270,7 +270,7 @@ def test_content_length_with_transfer_encoding_is_refused(served: tuple[Served, 
 async def test_content_length_with_transfer_encoding_on_h11(files_dir: Path) -> None:
     from examples.streams.server import StreamsExample
     from rpckit.http import create_app
-    from rpckit.http.serve import HttpServer
+    from rpckit.serving.http_server import HttpServer
 
     server = HttpServer(create_app([StreamsExample(files_dir)]), grace=0.1, parser="h11")
     port = await server.start("127.0.0.1:0")

@@ -23,8 +23,8 @@ import pytest
 from examples.streams.server import StreamsExample
 from rpckit.http import create_app
 from rpckit.http.asgi import Receive, Scope, Send
-from rpckit.http.filesend import PATHSEND
-from rpckit.http.serve import GranianServer
+from rpckit.http.rest.filesend import PATHSEND
+from rpckit.serving.http_server import GranianServer
 
 SIZE = 8 << 20
 

@@ -29,10 +29,9 @@ from examples.streams.v1.streams_pb2 import DownloadFileRequest, UploadProgress,
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit.errors import Code, RpcError
 from rpckit.grpc import GrpcTransport
-from rpckit.http import ConnectTransport
-from rpckit.http.grpc_web_client import GrpcWebTransport
+from rpckit.http import ConnectTransport, WebSocketTransport
+from rpckit.http.grpc_web.client import GrpcWebTransport
 from rpckit.v1.stream_pb2 import Bytes
-from rpckit.websocket import WebSocketTransport
 from tests.serving.process import Served
 from tests.support import ROOT, free_port, process_tree, require_tool, rss
 

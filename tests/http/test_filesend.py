@@ -29,8 +29,8 @@ from starlette.routing import Route
 
 from rpckit.files import parse_content_disposition
 from rpckit.http.asgi import Receive, Scope, Send
-from rpckit.http.filesend import PATHSEND, send_file
-from rpckit.http.ranges import etag, http_date
+from rpckit.http.rest.filesend import PATHSEND, send_file
+from rpckit.http.rest.ranges import etag, http_date
 from rpckit.streams import FileStream
 from tests.support import bytes_read, free_port, process_tree, rss, stop_process_tree
 

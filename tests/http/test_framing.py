@@ -1,4 +1,4 @@
-"""Unit tests, free of I/O, for rpckit/http/framing.py and rpckit/http/routes.py."""
+"""Unit tests, free of I/O, for rpckit/http/rest/framing.py and rpckit/http/rest/routes.py."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from examples.streams.v1.streams_pb2 import (
 )
 from rpckit.encodings import EncodingRegistry, JsonEncoding, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.framing import (
+from rpckit.http.rest.framing import (
     ERROR_SENTINEL,
     KEEP_ALIVE,
     Deframer,
@@ -42,7 +42,7 @@ from rpckit.http.framing import (
     sse_event,
     varint,
 )
-from rpckit.http.routes import PathTemplate, bind_request, body_type
+from rpckit.http.rest.routes import PathTemplate, bind_request, body_type
 from rpckit.v1.stream_pb2 import Bytes, Text
 
 DOGS = [Dog(name="Rex", age=3), Dog(name="Fido"), Dog(name="Bella «b»", age=7)]

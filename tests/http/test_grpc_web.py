@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, JsonStreamRequest
 from rpckit.errors import Code, RpcError
-from rpckit.http.grpc_web import (
+from rpckit.http.grpc_web.protocol import (
     FLAG_TRAILER,
     Base64Decoder,
     FrameReader,

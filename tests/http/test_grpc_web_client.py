@@ -30,9 +30,8 @@ from examples.streams.v1.streams_pb2 import (
 from examples.streams.v1.streams_rpckit import StreamsServiceClient, StreamsServiceMethods
 from rpckit.client import CallOptions, ResponseMetadata, StreamCall
 from rpckit.errors import Code, RpcError
-from rpckit.grpc.status import STATUS_DETAILS_KEY
 from rpckit.http import GrpcWebTransport
-from rpckit.http.grpc_web import (
+from rpckit.http.grpc_web.protocol import (
     FLAG_TRAILER,
     RESPONSE_PROTOCOL_HEADERS,
     encode_grpc_timeout,
@@ -43,6 +42,7 @@ from rpckit.http.grpc_web import (
     trailer_frame,
 )
 from rpckit.metadata import Metadata
+from rpckit.status import STATUS_DETAILS_KEY
 from rpckit.v1.stream_pb2 import Text
 from tests.http.test_connect_interop import SERVER_START_TIMEOUT, _http_address, _terminate
 from tests.support import ROOT

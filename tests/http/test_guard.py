@@ -1,4 +1,4 @@
-"""rpckit.http.guard's body-progress limit, in process: a stalled piece ends the call with
+"""rpckit.serving.guard's body-progress limit, in process: a stalled piece ends the call with
 ``deadline_exceeded``, steady pieces never do, and other cancellations pass through."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rpckit import Code, RpcError
-from rpckit.http.guard import RequestGuard, _watches
+from rpckit.serving.guard import RequestGuard, _watches
 
 Message = dict[str, Any]
 

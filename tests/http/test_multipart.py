@@ -1,4 +1,4 @@
-"""rpckit.http.framing's multipart/form-data reader, free of I/O: bodies made by httpx's own
+"""rpckit.http.rest.framing's multipart/form-data reader, free of I/O: bodies made by httpx's own
 encoder (what a client really sends), split at every point hypothesis picks; limits and
 malformed bodies refused with a one-line ``invalid_argument``."""
 
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rpckit.errors import Code, RpcError
-from rpckit.http.framing import (
+from rpckit.http.rest.framing import (
     PART_END,
     MultipartEvent,
     MultipartReader,

@@ -38,9 +38,9 @@ from examples.streams.v1.streams_pb2 import (
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, Event, RpcError, Sender, Streaming
 from rpckit.http import Bridge, ConnectTransport, create_app
-from rpckit.http.framing import varint
-from rpckit.http.plain import PlainRouter
-from rpckit.http.serve import HttpServer
+from rpckit.http.rest.endpoint import PlainRouter
+from rpckit.http.rest.framing import varint
+from rpckit.serving.http_server import HttpServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_SOURCE = ROOT / "examples" / "streams" / "server.py"

@@ -1,4 +1,4 @@
-"""Range parsing, HTTP dates and validator comparisons (rpckit.http.ranges): pure functions."""
+"""Range parsing, HTTP dates and validator comparisons (rpckit.http.rest.ranges): pure functions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import calendar
 
 import pytest
 
-from rpckit.http.ranges import (
+from rpckit.http.rest.ranges import (
     UNSATISFIABLE,
     Unsatisfiable,
     etag,

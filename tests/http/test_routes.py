@@ -1,4 +1,4 @@
-"""rpckit/http/routes.py, free of I/O: http.proto escaping, well-known types in URLs,
+"""rpckit/http/rest/routes.py, free of I/O: http.proto escaping, well-known types in URLs,
 rule checks at start-up, ``body`` and ``response_body`` fields, and property tests."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from examples.streams.server import StreamsExample
 from rpckit.encodings import encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.framing import NotAcceptable
-from rpckit.http.routes import (
+from rpckit.http.rest.framing import NotAcceptable
+from rpckit.http.rest.routes import (
     PathTemplate,
     bind_request,
     decode_body,

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from rpckit.http.serve import HttpServer
+from rpckit.serving.http_server import HttpServer
 from tests.support import ROOT, stop_process_tree
 
 CALLS = 60

@@ -26,7 +26,7 @@ async def serve_both(
 ) -> AsyncIterator[Served]:
     """``service`` on gRPC and on the HTTP bridge, both with ``interceptors``."""
     from rpckit.http import create_app
-    from rpckit.http.serve import HttpServer
+    from rpckit.serving.http_server import HttpServer
 
     grpc_server = GrpcServer([service], interceptors=interceptors)
     http_server = HttpServer(create_app([service], interceptors=interceptors), grace=1)

@@ -25,8 +25,8 @@ from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, RpcError
 from rpckit.grpc import GrpcServer, GrpcTransport
 from rpckit.http import ConnectTransport, create_app
-from rpckit.http.serve import HttpServer
 from rpckit.interceptors import Interceptor, InterceptorChain, Outcome
+from rpckit.serving.http_server import HttpServer
 
 
 @dataclass

@@ -189,8 +189,14 @@ def test_access_log_is_on_by_default_and_quiet_at_warning(tmp_path: Path) -> Non
     ("target", "error"),
     [
         ("nocolon", "rpckit: --interceptor expects MODULE:ATTR, got 'nocolon'"),
-        ("no_such_module_x:thing", "rpckit: --interceptor no_such_module_x:thing: No module"),
-        ("examples.streams.server:nothing", "rpckit: examples.streams.server has no attribute"),
+        (
+            "no_such_module_x:thing",
+            "rpckit: --interceptor no module named 'no_such_module_x' (from no_such_module_x:thing)",
+        ),
+        (
+            "examples.streams.server:nothing",
+            "rpckit: --interceptor examples.streams.server has no attribute 'nothing'",
+        ),
         ("examples.streams.server:DEMO_TOKEN", "gave str, not an rpckit.interceptors"),
     ],
 )

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rpckit.address import Address, AddressError, parse_address
 from rpckit.cli import main
-from rpckit.serving.address import Address, AddressError, parse_address
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,7 @@ from examples.streams.v1.streams_pb2 import GetDogRequest
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit.errors import Code, RpcError
 from rpckit.grpc import GrpcTransport
-from rpckit.http import ConnectTransport, GrpcWebTransport
-from rpckit.websocket import WebSocketTransport
+from rpckit.http import ConnectTransport, GrpcWebTransport, WebSocketTransport
 from tests.serving.certs import Certs, make_certs
 from tests.serving.process import Served
 

@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from rpckit.errors import Code, RpcError
-from rpckit.websocket.protocol import (
+from rpckit.http.websocket.protocol import (
     MAX_CONTROL_SIZE,
     choose_subprotocol,
     end_frame,

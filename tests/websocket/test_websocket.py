@@ -29,8 +29,8 @@ from examples.streams.v1.streams_pb2 import (
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit.client import ResponseMetadata
 from rpckit.errors import Code, RpcError
+from rpckit.http import WebSocketTransport
 from rpckit.v1.stream_pb2 import Bytes
-from rpckit.websocket import WebSocketTransport
 from tests.support import ROOT, rss
 
 SERVICE = "/examples.streams.v1.StreamsService/"

@@ -24,16 +24,13 @@ from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
-from rpckit.http.connect import (
-    FLAG_COMPRESSED,
+from rpckit.http.connect.protocol import (
     FLAG_END_STREAM,
     PROTOCOL_VERSION,
-    EnvelopeReader,
-    envelope,
-    error_from_json,
     metadata_from_headers,
     parse_end_stream,
 )
+from rpckit.http.wire import FLAG_COMPRESSED, EnvelopeReader, envelope, error_from_json
 from rpckit.service import Idempotency, MethodSpec
 
 __all__ = ["ConnectTransport"]

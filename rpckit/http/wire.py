@@ -1,11 +1,12 @@
-"""The Connect protocol's wire rules, free of I/O: envelopes, errors, end-of-stream
-messages, timeouts and metadata headers. Server and client both build on these."""
+"""The bridge's shared wire rules, free of I/O: the 5-byte message envelope (Connect and
+gRPC-Web streams), the JSON error object (Connect's, also used by the REST routes' error
+bodies and in-band errors and by WebSocket's end frame), metadata as JSON, the millisecond
+timeout header and which request headers are call metadata."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -19,23 +20,25 @@ from rpckit.numbers import parse_int
 
 __all__ = [
     "FLAG_COMPRESSED",
-    "FLAG_END_STREAM",
+    "PROTOCOL_HEADERS",
     "EnvelopeReader",
-    "end_stream",
     "envelope",
     "error_from_json",
     "error_json",
-    "metadata_from_headers",
-    "parse_end_stream",
+    "metadata_json",
     "parse_timeout",
+    "request_metadata",
 ]
 
-PROTOCOL_VERSION = "1"
 FLAG_COMPRESSED = 0x01
-FLAG_END_STREAM = 0x02
+
+
 _HEADER = struct.Struct(">BI")
+
+
 MAX_TIMEOUT_DIGITS = 10
-TRAILER_PREFIX = "trailer-"
+
+
 # Headers that describe the HTTP exchange, not the call: never handed over as metadata.
 PROTOCOL_HEADERS = frozenset(
     {
@@ -170,52 +173,6 @@ def metadata_json(metadata: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for key, value in metadata:
         out.setdefault(key, []).append(value)
     return out
-
-
-def end_stream(error: RpcError | None, trailers: Iterable[tuple[str, str]]) -> bytes:
-    """The end-of-stream message (JSON) that closes every Connect response stream."""
-    body: dict[str, Any] = {}
-    if error is not None:
-        body["error"] = error_json(error)
-        trailers = [*trailers, *error.metadata]
-    metadata = metadata_json(trailers)
-    if metadata:
-        body["metadata"] = metadata
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def parse_end_stream(data: bytes) -> tuple[RpcError | None, Metadata]:
-    """The error (if any) and trailers of an end-of-stream message."""
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return RpcError(Code.INTERNAL, "malformed end-of-stream message"), Metadata()
-    if not isinstance(body, dict):
-        return RpcError(Code.INTERNAL, "malformed end-of-stream message"), Metadata()
-    trailers = Metadata()
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):
-        for key, values in metadata.items():
-            for value in values if isinstance(values, list) else [values]:
-                trailers.add(str(key), str(value))
-    error = body.get("error")
-    if error is None:
-        return None, trailers
-    rpc_error = error_from_json(error)
-    rpc_error.metadata = trailers.items()
-    return rpc_error, trailers
-
-
-def metadata_from_headers(headers: Iterable[tuple[str, str]]) -> tuple[Metadata, Metadata]:
-    """Split response headers into leading metadata and ``trailer-`` prefixed trailers."""
-    leading, trailing = Metadata(), Metadata()
-    for key, value in headers:
-        key = key.lower()
-        if key.startswith(TRAILER_PREFIX):
-            trailing.add(key[len(TRAILER_PREFIX) :], value)
-        elif key not in PROTOCOL_HEADERS:
-            leading.add(key, value)
-    return leading, trailing
 
 
 def request_metadata(headers: Iterable[tuple[str, str]]) -> Metadata:

@@ -4,7 +4,7 @@ The request comes from the path, the query and an optional body; the response is
 from the method's output type and ``Accept``: raw text for TextStream, raw octets for bytes
 and files, otherwise NDJSON (default), SSE, CBOR or MsgPack sequences or delimited protobuf.
 Errors before the first byte are an HTTP status with a JSON error; after it, an in-band
-record (see ``rpckit.http.framing``).
+record (see ``rpckit.http.rest.framing``).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from rpckit.http.asgi import (
     read_body,
     send_error,
 )
-from rpckit.http.filesend import send_file
-from rpckit.http.framing import (
+from rpckit.http.rest.filesend import send_file
+from rpckit.http.rest.framing import (
     KEEP_ALIVE,
     PART_END,
     Framing,
@@ -56,7 +56,7 @@ from rpckit.http.framing import (
     request_encoding,
     sse_event,
 )
-from rpckit.http.routes import (
+from rpckit.http.rest.routes import (
     PathTemplate,
     bind_request,
     decode_body,

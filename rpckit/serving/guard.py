@@ -71,7 +71,7 @@ class RequestGuard:
     """ASGI middleware: refuses ambiguous framing and bounds the wait for each body piece.
 
     ``loop`` is the event loop the server runs the app on, when known (the servers of
-    ``rpckit.http.serve`` set it when they start): the body watch then needs no system
+    ``rpckit.serving.http_server`` set it when they start): the body watch then needs no system
     call per request (see ``rpckit.loops.current_task``).
     """
 

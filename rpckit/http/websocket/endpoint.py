@@ -24,10 +24,7 @@ from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.asgi import BridgeOptions, Receive, Scope, Send
-from rpckit.http.connect import request_metadata
-from rpckit.service import MethodSpec
-from rpckit.streams import Event
-from rpckit.websocket.protocol import (
+from rpckit.http.websocket.protocol import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -38,10 +35,13 @@ from rpckit.websocket.protocol import (
     parse_client_control,
     parse_start,
 )
+from rpckit.http.wire import request_metadata
+from rpckit.service import MethodSpec
+from rpckit.streams import Event
 
 __all__ = ["WebSocketCalls", "WebSocketEndpoint"]
 
-log = logging.getLogger("rpckit.websocket")
+log = logging.getLogger("rpckit.http.websocket")
 
 Handler = Callable[..., Any]
 #: Request messages decoded ahead of the handler (the rest waits in the server's buffers).

@@ -18,7 +18,7 @@ from typing import IO, Any
 from rpckit.errors import Code, RpcError
 from rpckit.files import content_disposition
 from rpckit.http.asgi import Receive, Scope, Send, send_error
-from rpckit.http.ranges import (
+from rpckit.http.rest.ranges import (
     UNSATISFIABLE,
     etag,
     http_date,

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 
 from rpckit.encodings import Encoding, from_tree
 from rpckit.errors import Code, RpcError
-from rpckit.http.framing import NotAcceptable
+from rpckit.http.rest.framing import NotAcceptable
 from rpckit.service import HttpRule, MethodKind, MethodSpec
 
 __all__ = [

@@ -34,7 +34,7 @@ from google.rpc import status_pb2
 
 from rpckit.encodings import Encoding, EncodingRegistry, from_tree
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.http.connect import error_json
+from rpckit.http.wire import error_json
 from rpckit.nesting import CborScan, too_deep
 from rpckit.v1.stream_pb2 import Bytes, Text
 

@@ -25,7 +25,7 @@ from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
-from rpckit.http.grpc_web import (
+from rpckit.http.grpc_web.protocol import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
     Base64Decoder,

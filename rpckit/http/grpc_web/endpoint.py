@@ -3,7 +3,7 @@
 Unary, server-streaming and client-streaming calls (a client stream is one request body of
 frames: fine for Node and other non-browser clients). Bidi needs HTTP/2 (or the WebSocket
 transport) and is answered with ``unimplemented``. The response is always HTTP 200 with the
-status in the trailer frame. The wire rules live in ``rpckit.http.grpc_web``.
+status in the trailer frame. The wire rules live in ``rpckit.http.grpc_web.protocol``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf.message import Message
-from starlette.types import ASGIApp
 
 from rpckit.call import CallRunner
 from rpckit.compression import Compression, negotiate
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
-from rpckit.grpc.status import STATUS_DETAILS_KEY, status_details
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
@@ -35,7 +33,7 @@ from rpckit.http.asgi import (
     header_list,
     send_error,
 )
-from rpckit.http.grpc_web import (
+from rpckit.http.grpc_web.protocol import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
     Base64Decoder,
@@ -50,19 +48,12 @@ from rpckit.http.grpc_web import (
 )
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec
+from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
-__all__ = ["ByContentType", "GrpcWebEndpoint", "is_grpc_web"]
+__all__ = ["GrpcWebEndpoint"]
 
 Handler = Callable[..., Any]
-
-
-def is_grpc_web(scope: Scope) -> bool:
-    """Whether an HTTP request asks for gRPC-Web (by its content type)."""
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return bytes(value[:20]).lower() == b"application/grpc-web"
-    return False
 
 
 class GrpcWebEndpoint:
@@ -283,20 +274,3 @@ def _trailers(error: RpcError | None, trailers: Metadata) -> bytes:
     if details is not None:
         pairs[STATUS_DETAILS_KEY] = base64.b64encode(details).decode("ascii")
     return trailer_frame(error.code, error.message, pairs)
-
-
-class ByContentType:
-    """One method path, two protocols: gRPC-Web when the content type says so, else Connect
-    (chosen per request, as connect-go does)."""
-
-    __slots__ = ("connect", "grpc_web")
-
-    def __init__(self, connect: ASGIApp, grpc_web: ASGIApp) -> None:
-        self.connect = connect
-        self.grpc_web = grpc_web
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if is_grpc_web(scope):
-            await self.grpc_web(scope, receive, send)
-        else:
-            await self.connect(scope, receive, send)

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rpckit.errors import Code, RpcError
-from rpckit.http.connect import error_from_json, error_json, metadata_json
+from rpckit.http.wire import error_from_json, error_json, metadata_json
 from rpckit.metadata import Metadata
 from rpckit.nesting import check_json_depth
 

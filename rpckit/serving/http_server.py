@@ -20,7 +20,7 @@ from typing import Any, Literal
 import uvicorn
 
 from rpckit.call import Drain
-from rpckit.http.guard import HttpTimeouts, RequestGuard, uvicorn_protocol
+from rpckit.serving.guard import HttpTimeouts, RequestGuard, uvicorn_protocol
 
 __all__ = [
     "SERVERS",
@@ -53,9 +53,9 @@ class HttpTls:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """An address as ``(host, port)``, in the forms of ``rpckit.serving.address`` (the same
+    """An address as ``(host, port)``, in the forms of ``rpckit.address`` (the same
     as ``--grpc``: ``:PORT`` is loopback); OSError for anything else."""
-    from rpckit.serving.address import AddressError, parse_address
+    from rpckit.address import AddressError, parse_address
 
     try:
         parsed = parse_address(address)
@@ -121,7 +121,7 @@ class HttpServer:
         parser: str = "auto",
     ) -> None:
         self.drain = _drain_event(app, drain)
-        #: Header, idle and body-progress timeouts (``rpckit.http.guard``).
+        #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         self.app = RequestGuard(app, body_timeout=self.timeouts.body)
         self.grace = grace
@@ -202,7 +202,7 @@ class GranianServer:
         timeouts: HttpTimeouts | None = None,
     ) -> None:
         self.drain = _drain_event(app, drain)
-        #: Header, idle and body-progress timeouts (``rpckit.http.guard``).
+        #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         self.app = RequestGuard(app, body_timeout=self.timeouts.body)
         self.grace = grace

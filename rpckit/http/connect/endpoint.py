@@ -3,7 +3,7 @@
 Unary calls take POST (and GET for ``NO_SIDE_EFFECTS`` methods); streams use 5-byte
 envelopes and end with an end-of-stream message carrying the status and trailers.
 Bidi streaming needs HTTP/2 and is answered with ``unimplemented``. The wire rules live in
-``rpckit.http.connect``; the call's lifecycle in ``rpckit.call``.
+``rpckit.http.connect.protocol``; the call's lifecycle in ``rpckit.call``.
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ from rpckit.http.asgi import (
     read_body,
     send_error,
 )
-from rpckit.http.connect import (
-    FLAG_COMPRESSED,
+from rpckit.http.connect.protocol import (
     FLAG_END_STREAM,
     PROTOCOL_VERSION,
     TRAILER_PREFIX,
-    EnvelopeReader,
     end_stream,
-    envelope,
 )
+from rpckit.http.wire import FLAG_COMPRESSED, EnvelopeReader, envelope
 from rpckit.metadata import Metadata
 from rpckit.service import Idempotency, MethodKind, MethodSpec
 from rpckit.streams import Event

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote, unquote
 
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.grpc.status import STATUS_DETAILS_KEY, details_from_status
 from rpckit.metadata import Metadata, decode_bin
+from rpckit.status import STATUS_DETAILS_KEY, details_from_status
 
 __all__ = [
     "FLAG_COMPRESSED",

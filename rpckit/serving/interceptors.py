@@ -7,30 +7,17 @@ list of them. Each worker process loads them itself, as it loads the services.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rpckit.interceptors import Interceptor
+from rpckit.serving.target import import_target
 
 __all__ = ["load_interceptors", "serve_interceptors"]
 
 
 def _load(target: str) -> list[Interceptor]:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"rpckit: --interceptor expects MODULE:ATTR, got {target!r}")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"rpckit: --interceptor {target}: {exc}") from None
-    try:
-        obj: Any = getattr(module, attr)
-    except AttributeError:
-        raise SystemExit(f"rpckit: {module_name} has no attribute {attr!r}") from None
+    obj: Any = import_target(target, "--interceptor")
     if isinstance(obj, type) or (callable(obj) and not isinstance(obj, Interceptor)):
         obj = obj()
     found = list(obj) if isinstance(obj, list | tuple) else [obj]

@@ -18,13 +18,13 @@ from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterab
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
 from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
-from rpckit.service import MethodSpec
-from rpckit.websocket.protocol import (
+from rpckit.http.websocket.protocol import (
     MAX_CONTROL_SIZE,
     parse_server_control,
     start_frame,
     subprotocol,
 )
+from rpckit.service import MethodSpec
 
 __all__ = ["WebSocketTransport"]
 

@@ -1,0 +1,1 @@
+"""The Connect protocol: its wire rules (``protocol``), endpoint and client."""

@@ -1,0 +1,1 @@
+"""gRPC-Web: its wire rules (``protocol``), endpoint and client."""
