@@ -1,8 +1,10 @@
 """One failure, one answer: every outcome maps to the same status on every transport.
 
 A handler misbehaves in the way the ``x-fail`` header names; the table checks the code and
-message a real client sees over gRPC, Connect (unary and stream) and plain routes (unary,
-stream and upload), that no traceback text leaks, and that the server keeps serving.
+message a real client sees over gRPC, Connect and gRPC-Web (unary, stream and upload) and
+plain routes (unary, stream and upload), that no traceback text leaks, and that the server
+keeps serving. The HTTP dialects run in-process (``rpckit.testing``); gRPC needs a loopback
+socket (grpcio has no in-process channel), so its cases are marked ``loopback``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,8 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, RpcError
-from rpckit.call import Drain
-from rpckit.grpc import GrpcServer, GrpcTransport
-from rpckit.http import ConnectTransport, create_app
-from rpckit.serving.http_server import HttpServer
+from rpckit.http import BridgeOptions
+from rpckit.testing import InProcessBridge, LoopbackGrpc, bridge_for, grpc_for
 from rpckit.v1.stream_pb2 import Text
 
 LIMIT = 16 * 1024
@@ -90,32 +91,28 @@ class Misbehaving(StreamsExample):
 
 @dataclass
 class Served:
+    """The service on the bridge in-process and, for tests marked loopback, on gRPC."""
+
     service: Misbehaving
-    grpc_address: str
-    http_url: str
-    grpc_drain: Drain
-    http_drain: Drain
+    bridge: InProcessBridge
+    loopback: LoopbackGrpc | None
+
+    @property
+    def grpc(self) -> LoopbackGrpc:
+        assert self.loopback is not None, "a gRPC test must be marked loopback"
+        return self.loopback
 
 
 @pytest.fixture
-async def served(files_dir: Path) -> AsyncIterator[Served]:
+async def served(files_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
     service = Misbehaving(files_dir)
-    grpc_server = GrpcServer([service], max_message_size=LIMIT)
-    grpc_port = await grpc_server.start("127.0.0.1:0")
-    app = create_app([service], max_message_size=LIMIT)
-    http_server = HttpServer(app, grace=1)
-    http_port = await http_server.start("127.0.0.1:0")
-    try:
-        yield Served(
-            service,
-            f"127.0.0.1:{grpc_port}",
-            f"http://127.0.0.1:{http_port}",
-            grpc_server.runner.drain,
-            app.drain,
-        )
-    finally:
-        await http_server.stop()
-        await grpc_server.stop(0)
+    options = BridgeOptions(max_message_size=LIMIT)
+    async with bridge_for([service], options=options) as bridge:
+        if request.node.get_closest_marker("loopback") is None:
+            yield Served(service, bridge, None)
+            return
+        async with grpc_for([service], max_message_size=LIMIT) as grpc_served:
+            yield Served(service, bridge, grpc_served)
 
 
 Answer = tuple[Code, str, str]  # code, message, everything the client received as text
@@ -152,24 +149,15 @@ async def _rpckit(served: Served, kind: str, transport: Any, call: str) -> Answe
     raise AssertionError(f"{kind} did not fail over {call}")
 
 
-async def grpc_unary(served: Served, kind: str) -> Answer:
-    async with GrpcTransport(served.grpc_address) as transport:
-        return await _rpckit(served, kind, transport, "unary")
+def _over(dialect: str, call: str) -> Call:
+    async def over(served: Served, kind: str) -> Answer:
+        if dialect == "grpc":
+            async with served.grpc.transport() as transport:
+                return await _rpckit(served, kind, transport, call)
+        bridged = served.bridge.transport("connect" if dialect == "connect" else "grpc-web")
+        return await _rpckit(served, kind, bridged, call)
 
-
-async def grpc_stream(served: Served, kind: str) -> Answer:
-    async with GrpcTransport(served.grpc_address) as transport:
-        return await _rpckit(served, kind, transport, "stream")
-
-
-async def connect_unary(served: Served, kind: str) -> Answer:
-    async with ConnectTransport(served.http_url) as transport:
-        return await _rpckit(served, kind, transport, "unary")
-
-
-async def connect_stream(served: Served, kind: str) -> Answer:
-    async with ConnectTransport(served.http_url) as transport:
-        return await _rpckit(served, kind, transport, "stream")
+    return over
 
 
 def _plain_headers(kind: str) -> dict[str, str]:
@@ -180,32 +168,32 @@ def _plain_headers(kind: str) -> dict[str, str]:
 
 
 async def plain_unary(served: Served, kind: str) -> Answer:
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        response = await http.get("/api/dogs/1", headers=_plain_headers(kind))
+    response = await served.bridge.http.get("/api/dogs/1", headers=_plain_headers(kind))
     assert response.status_code != 200, response.text
     return _from_http(response)
 
 
 async def plain_stream(served: Served, kind: str) -> Answer:
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        response = await http.get("/api/json_stream", headers=_plain_headers(kind))
+    response = await served.bridge.http.get("/api/json_stream", headers=_plain_headers(kind))
     assert response.status_code != 200, response.text  # failed before the first item
     return _from_http(response)
 
 
 async def plain_upload(served: Served, kind: str) -> Answer:
     headers = {**_plain_headers(kind), "content-type": "application/x-ndjson"}
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        response = await http.post("/api/dogs:adopt", content=b'{"name":"Rex"}\n', headers=headers)
+    response = await served.bridge.http.post(
+        "/api/dogs:adopt", content=b'{"name":"Rex"}\n', headers=headers
+    )
     assert response.status_code != 200, response.text
     return _from_http(response)
 
 
 TRANSPORTS: dict[str, Call] = {
-    "grpc_unary": grpc_unary,
-    "grpc_stream": grpc_stream,
-    "connect_unary": connect_unary,
-    "connect_stream": connect_stream,
+    **{
+        f"{dialect}_{call}": _over(dialect, call)
+        for dialect in ("grpc", "connect", "grpc_web")
+        for call in ("unary", "stream", "upload")
+    },
     "plain_unary": plain_unary,
     "plain_stream": plain_stream,
     "plain_upload": plain_upload,
@@ -221,25 +209,41 @@ HANDLER_FAILURES = {
 }
 
 
+def _on_grpc(name: str) -> bool:
+    """``grpc_unary``, ``grpc_raw``...: gRPC itself (``grpc_web_*`` is the bridge)."""
+    return name.rsplit("_", 1)[0] == "grpc"
+
+
+def _params(names: Iterable[str]) -> list[Any]:
+    """Test parameters: the gRPC ones marked loopback, the others in-process."""
+    return [
+        pytest.param(name, marks=pytest.mark.loopback) if _on_grpc(name) else name for name in names
+    ]
+
+
 async def _still_serving(served: Served) -> None:
-    async with GrpcTransport(served.grpc_address) as transport:
-        dog = await StreamsServiceClient(transport).get_dog(GetDogRequest(index=2))
-    assert dog.name == "Dog 2"
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        response = await http.get("/api/dogs/2")
+    if served.loopback is not None:
+        async with served.grpc.transport() as transport:
+            dog = await StreamsServiceClient(transport).get_dog(GetDogRequest(index=2))
+        assert dog.name == "Dog 2"
+    response = await served.bridge.http.get("/api/dogs/2")
     assert response.json()["name"] == "Dog 2"
+    dog = await StreamsServiceClient(served.bridge.transport()).get_dog(GetDogRequest(index=3))
+    assert dog.name == "Dog 3"
 
 
 @pytest.mark.parametrize("kind", list(HANDLER_FAILURES))
-@pytest.mark.parametrize("transport", list(TRANSPORTS))
+@pytest.mark.parametrize("transport", _params(TRANSPORTS))
 async def test_handler_failures_look_the_same_everywhere(
     served: Served, transport: str, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     call = asyncio.ensure_future(TRANSPORTS[transport](served, kind))
     if kind == "drain":
         await asyncio.wait_for(served.service.started.wait(), 10)
-        drain = served.grpc_drain if transport.startswith("grpc") else served.http_drain
-        drain.set()
+        if _on_grpc(transport):
+            served.grpc.server.runner.drain.set()
+        else:
+            served.bridge.app.lifecycle.grace_over()
     code, message, seen = await asyncio.wait_for(call, 10)
     expected_code, expected_message = HANDLER_FAILURES[kind]
     assert code is expected_code, (code, message)
@@ -261,7 +265,7 @@ def _envelope(data: bytes) -> bytes:
 
 
 async def _grpc_raw(served: Served, method: str, data: bytes, streaming: bool) -> Answer:
-    async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+    async with grpc.aio.insecure_channel(served.grpc.address) as channel:
         if streaming:
             call: Any = channel.unary_stream(f"/{SERVICE}/{method}")(data)
             try:
@@ -277,73 +281,112 @@ async def _grpc_raw(served: Served, method: str, data: bytes, streaming: bool) -
 
 
 async def _connect_raw(served: Served, method: str, data: bytes, streaming: bool) -> Answer:
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        if not streaming:
-            response = await http.post(
-                f"/{SERVICE}/{method}", content=data, headers={"content-type": "application/proto"}
-            )
-            return _from_http(response)
+    http = served.bridge.http
+    if not streaming:
         response = await http.post(
-            f"/{SERVICE}/{method}",
-            content=_envelope(data),
-            headers={"content-type": "application/connect+proto"},
+            f"/{SERVICE}/{method}", content=data, headers={"content-type": "application/proto"}
         )
+        return _from_http(response)
+    response = await http.post(
+        f"/{SERVICE}/{method}",
+        content=_envelope(data),
+        headers={"content-type": "application/connect+proto"},
+    )
     assert response.status_code == 200
     end = response.content[5:] if response.content[0] == 2 else response.content
     error = json.loads(end[end.index(b"{") :])["error"]
     return Code.from_connect_name(error["code"]), error["message"], response.text
 
 
+async def _grpc_web_raw(served: Served, method: str, data: bytes, streaming: bool) -> Answer:
+    response = await served.bridge.http.post(
+        f"/{SERVICE}/{method}",
+        content=_envelope(data),
+        headers={"content-type": "application/grpc-web+proto"},
+    )
+    assert response.status_code == 200
+    status: dict[str, str] = dict(response.headers)  # a trailers-only answer
+    if "grpc-status" not in status:  # else the trailers frame (flag 0x80) ends the body
+        body = response.content
+        while body and body[0] != 0x80:
+            body = body[5 + struct.unpack(">I", body[1:5])[0] :]
+        assert body, "no trailers frame"
+        lines = body[5:].decode().split("\r\n")
+        status = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines if ln)}
+    message = urllib.parse.unquote(status.get("grpc-message", ""))
+    return Code(int(status["grpc-status"])), message, response.text
+
+
+RAW: dict[str, Callable[[Served, str, bytes, bool], Awaitable[Answer]]] = {
+    "grpc_raw": _grpc_raw,
+    "connect_raw": _connect_raw,
+    "grpc_web_raw": _grpc_web_raw,
+}
+BAD_REQUESTS = {"malformed": Code.INVALID_ARGUMENT, "oversized": Code.RESOURCE_EXHAUSTED}
+
+
 @pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
-@pytest.mark.parametrize("payload", ["malformed", "oversized"])
-async def test_bad_requests_look_the_same_on_grpc_and_connect(
-    served: Served, payload: str, streaming: bool
+@pytest.mark.parametrize("payload", list(BAD_REQUESTS))
+@pytest.mark.parametrize("side", _params(RAW))
+async def test_bad_requests_look_the_same_everywhere(
+    served: Served, side: str, payload: str, streaming: bool
 ) -> None:
     data = MALFORMED if payload == "malformed" else OVERSIZED
-    method = "JsonStream" if streaming else "GetDog"
+    method, input_type = (
+        ("JsonStream", "JsonStreamRequest") if streaming else ("GetDog", "GetDogRequest")
+    )
     if streaming:
         data = data.replace(b"\x08\x01", b"", 1)  # JsonStreamRequest has no field 1 varint
-    over_grpc = await _grpc_raw(served, method, data, streaming)
-    over_connect = await _connect_raw(served, method, data, streaming)
-    expected = Code.INVALID_ARGUMENT if payload == "malformed" else Code.RESOURCE_EXHAUSTED
-    assert over_grpc[0] is expected
-    assert over_connect[0] is expected
-    assert over_grpc[1] == over_connect[1], (over_grpc, over_connect)
+    code, message, seen = await RAW[side](served, method, data, streaming)
+    assert code is BAD_REQUESTS[payload], seen
     if payload == "oversized":
-        assert over_grpc[1] == f"request message is larger than the limit of {LIMIT} bytes"
+        assert message == f"request message is larger than the limit of {LIMIT} bytes"
+    else:  # the runner's prefix, then the protobuf runtime's own words (they name the type)
+        assert message.startswith("invalid proto: "), message
+        assert f"'examples.streams.v1.{input_type}'" in message, message
     await _still_serving(served)
 
 
 async def test_oversized_and_malformed_uploads_on_plain_routes(served: Served) -> None:
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        big = b'{"name":"' + b"x" * LIMIT + b'"}\n'
-        response = await http.post(
-            "/api/dogs:adopt", content=big, headers={"content-type": "application/x-ndjson"}
-        )
-        code, message, _ = _from_http(response)
-        assert code is Code.RESOURCE_EXHAUSTED
-        assert message == f"request message is larger than the limit of {LIMIT} bytes"
-        response = await http.post(
-            "/api/dogs:adopt",
-            content=b"{not json\n",
-            headers={"content-type": "application/x-ndjson"},
-        )
-        assert _from_http(response)[0] is Code.INVALID_ARGUMENT
+    http = served.bridge.http
+    big = b'{"name":"' + b"x" * LIMIT + b'"}\n'
+    response = await http.post(
+        "/api/dogs:adopt", content=big, headers={"content-type": "application/x-ndjson"}
+    )
+    code, message, _ = _from_http(response)
+    assert code is Code.RESOURCE_EXHAUSTED
+    assert message == f"request message is larger than the limit of {LIMIT} bytes"
+    response = await http.post(
+        "/api/dogs:adopt",
+        content=b"{not json\n",
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert _from_http(response)[0] is Code.INVALID_ARGUMENT
     await _still_serving(served)
 
 
-async def test_unknown_methods_are_unimplemented_everywhere(served: Served) -> None:
-    async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+async def test_unknown_methods_are_unimplemented_on_the_bridge(served: Served) -> None:
+    http = served.bridge.http
+    connect = await http.post(
+        f"/{SERVICE}/Nope", content=b"{}", headers={"content-type": "application/json"}
+    )
+    plain = await http.get("/api/nope")
+    assert (connect.status_code, connect.json()["code"]) == (404, "unimplemented")
+    assert (plain.status_code, plain.json()["code"]) == (404, "unimplemented")
+    grpc_web = await http.post(
+        f"/{SERVICE}/Nope", content=_envelope(b""), headers={"content-type": "application/grpc-web"}
+    )
+    # No route, whatever the content type: the 404 a gRPC-Web client reads as unimplemented.
+    assert grpc_web.status_code == 404
+    assert Code.from_http_status(grpc_web.status_code) is Code.UNIMPLEMENTED
+
+
+@pytest.mark.loopback
+async def test_unknown_methods_are_unimplemented_on_grpc(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.grpc.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await channel.unary_unary(f"/{SERVICE}/Nope")(b"")
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    async with httpx.AsyncClient(base_url=served.http_url) as http:
-        connect = await http.post(
-            f"/{SERVICE}/Nope", content=b"{}", headers={"content-type": "application/json"}
-        )
-        plain = await http.get("/api/nope")
-    assert (connect.status_code, connect.json()["code"]) == (404, "unimplemented")
-    assert (plain.status_code, plain.json()["code"]) == (404, "unimplemented")
 
 
 async def test_runner_finds_the_calls_task_with_and_without_its_loop() -> None:
