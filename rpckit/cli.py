@@ -10,11 +10,17 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from rpckit.http.options import (
+    DEFAULT_COMPRESS_MIN_BYTES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_SSE_KEEP_ALIVE,
+)
 from rpckit.serving.options import ServeOptions, parse_workers
 from rpckit.serving.target import load_services
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "serve_flags", "serve_options"]
 
 log = logging.getLogger("rpckit")
 
@@ -155,8 +161,8 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rpckit`` command."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rpckit`` command's parser, every subcommand included."""
     from rpckit import __version__
 
     parser = argparse.ArgumentParser(prog="rpckit", description=__doc__)
@@ -223,6 +229,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     srv.add_argument("--log-level", default="info")
 
     _plain_help(parser)
+    return parser
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub: argparse.ArgumentParser = action.choices[name]
+            return sub
+    raise KeyError(name)
+
+
+def serve_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Every ``rpckit serve`` argument by its ``SERVE_FLAGS`` key: the first option string
+    (``--access-log`` for ``--[no-]access-log``), or the name of a positional argument."""
+    serve = _subcommand(parser, "serve")
+    return {
+        action.option_strings[0] if action.option_strings else action.dest: action
+        for action in serve._actions
+        if not isinstance(action, argparse._HelpAction)
+    }
+
+
+def serve_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]
+) -> ServeOptions:
+    """``ServeOptions`` for parsed ``rpckit serve`` arguments, field by field as
+    ``SERVE_FLAGS`` says (no flag is copied by hand)."""
+    values: dict[str, Any] = {
+        flag: getattr(args, action.dest) for flag, action in serve_flags(parser).items()
+    }
+    return ServeOptions.from_flags(values, tuple(extra))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rpckit`` command."""
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # grpc core logs through its own C logger straight to stderr (a bind error is a line of
     # its own before rpckit's); rpckit reports such errors itself. Before grpc is imported,
@@ -242,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
         if args.command == "openapi":
             return _openapi(args)
+        from rpckit.tools import call as call_tool
+
         return call_tool.main(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not args.grpc and not args.http:
@@ -252,37 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
-    try:
-        workers = parse_workers(args.workers)
-    except ValueError as exc:
-        parser.error(str(exc))
-    options = ServeOptions(
-        target=args.target,
-        target_args=tuple(extra),
-        grpc=args.grpc,
-        http=args.http,
-        workers=workers,
-        separate_grpc=args.separate_grpc,
-        server=args.server,
-        grace=args.grace,
-        drain_delay=args.drain_delay,
-        static=args.static,
-        cors_origins=tuple(args.cors_origin),
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        liveness_path=args.liveness_path,
-        readiness_path=args.readiness_path,
-        log_level=args.log_level,
-        interceptors=tuple(args.interceptor),
-        access_log=args.access_log,
-        otel=args.otel,
-        docs=args.docs,
-        reload=args.reload,
-        header_timeout=args.header_timeout,
-        idle_timeout=args.idle_timeout,
-        body_timeout=args.body_timeout,
-    )
+    options = serve_options(parser, args, extra)
     if options.reload:
         from rpckit.serving.reload import serve_with_reload
 
@@ -317,6 +331,7 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
     srv.add_argument(
         "--workers",
         default="1",
+        type=_workers,
         metavar="N|auto",
         help="processes sharing both ports (SO_REUSEPORT); auto = one per core (default 1)",
     )
@@ -344,6 +359,40 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--liveness-path", default="/healthz", help="HTTP liveness probe path")
     srv.add_argument("--readiness-path", default="/readyz", help="HTTP readiness probe path")
     _add_timeout_flags(srv)
+    _add_bridge_flags(srv)
+
+
+def _add_bridge_flags(srv: argparse.ArgumentParser) -> None:
+    """The serve flags for the wire settings (``BridgeOptions``)."""
+    srv.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help=f"largest request or response message, gRPC and HTTP "
+        f"(default {DEFAULT_MAX_MESSAGE_SIZE})",
+    )
+    srv.add_argument(
+        "--compress-min-bytes",
+        type=_non_negative_int,
+        default=DEFAULT_COMPRESS_MIN_BYTES,
+        metavar="BYTES",
+        help="on HTTP, compress only responses at least this large, unless the handler asks "
+        f"(default {DEFAULT_COMPRESS_MIN_BYTES})",
+    )
+    srv.add_argument(
+        "--require-connect-version",
+        action="store_true",
+        help="refuse Connect requests without Connect-Protocol-Version: 1",
+    )
+    srv.add_argument(
+        "--sse-keep-alive",
+        type=_positive_seconds,
+        default=DEFAULT_SSE_KEEP_ALIVE,
+        metavar="SECONDS",
+        help="send a comment on an SSE stream silent this long "
+        f"(default {DEFAULT_SSE_KEEP_ALIVE:g})",
+    )
 
 
 def _add_timeout_flags(srv: argparse.ArgumentParser) -> None:
@@ -393,6 +442,29 @@ def _address(value: str) -> str:
         return str(parse_address(value))
     except AddressError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _workers(value: str) -> int:
+    try:
+        return parse_workers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--workers ")) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {number}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    if value.strip() == "0":
+        return 0
+    return _positive_int(value)
 
 
 def _positive_seconds(value: str) -> float:

@@ -27,6 +27,7 @@ from rpckit.encodings import ProtoEncoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.grpc.status import from_grpc_metadata, grpc_code, to_grpc_metadata
 from rpckit.interceptors import Interceptor
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec, Service
 from rpckit.status import STATUS_DETAILS_KEY, status_details
@@ -36,7 +37,6 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
 
 log = logging.getLogger("rpckit.grpc")
 
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 _NO_DEADLINE = 1e8  # grpcio reports a huge time_remaining() when there is no deadline
 #: Seconds a client stream's end waits for a cancellation grpcio may still deliver.
 END_SETTLE = 0.002

@@ -14,23 +14,28 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rpckit.http.app import Bridge, Cors, create_app
+    from rpckit.http.app import Bridge, Cors, Lifecycle, create_app
     from rpckit.http.connect.client import ConnectTransport
     from rpckit.http.grpc_web.client import GrpcWebTransport
+    from rpckit.http.options import BridgeOptions
     from rpckit.http.websocket.client import WebSocketTransport
 
 __all__ = [
     "Bridge",
+    "BridgeOptions",
     "ConnectTransport",
     "Cors",
     "GrpcWebTransport",
+    "Lifecycle",
     "WebSocketTransport",
     "create_app",
 ]
 
 _HOMES = {
     "Bridge": "rpckit.http.app",
+    "BridgeOptions": "rpckit.http.options",
     "Cors": "rpckit.http.app",
+    "Lifecycle": "rpckit.http.app",
     "create_app": "rpckit.http.app",
     "ConnectTransport": "rpckit.http.connect.client",
     "GrpcWebTransport": "rpckit.http.grpc_web.client",

@@ -15,20 +15,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from rpckit.call import CallRunner
-from rpckit.compression import CompressionRegistry, compressions
-from rpckit.encodings import EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.asgi import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    BridgeOptions,
-    Receive,
-    Scope,
-    Send,
-    send_error,
-)
+from rpckit.http.asgi import Receive, Scope, Send, send_error
 from rpckit.http.connect.endpoint import ConnectEndpoint
 from rpckit.http.dispatch import ByContentType
 from rpckit.http.grpc_web.endpoint import GrpcWebEndpoint
+from rpckit.http.options import BridgeOptions
 from rpckit.http.rest.endpoint import PlainRoute, PlainRouter
 from rpckit.http.rest.routes import PathTemplate, validate_rules
 from rpckit.http.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
@@ -36,7 +28,7 @@ from rpckit.http.websocket.script import SCRIPT_PATH, script_endpoint
 from rpckit.interceptors import Interceptor
 from rpckit.service import Service
 
-__all__ = ["Bridge", "Cors", "create_app"]
+__all__ = ["Bridge", "BridgeOptions", "Cors", "Lifecycle", "create_app"]
 
 #: Response headers a browser script may read: file metadata, ranges, Connect and gRPC.
 EXPOSED_HEADERS = (
@@ -83,30 +75,23 @@ class Cors:
 def create_app(
     services: list[Service],
     *,
-    encodings: EncodingRegistry = encodings,
-    compressions: CompressionRegistry = compressions,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    require_protocol_version: bool = False,
+    options: BridgeOptions | None = None,
     cors: Cors | None = None,
     static: Path | None = None,
     interceptors: Sequence[Interceptor] = (),
-    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Bridge:
     """The bridge: Connect at ``/<package>.<Service>/<Method>`` for every method, and each
     method's ``google.api.http`` routes for plain fetch, EventSource and curl.
 
-    ``static`` serves a directory (``index.html`` at ``/``) wherever no route matches;
-    ``cors`` lets pages on other origins call the bridge; ``interceptors`` run around every
-    call (see ``rpckit.interceptors``). ``loop`` is the event loop the bridge will serve on,
-    when known (``rpckit serve`` passes its own; see ``CallRunner.current_task``).
+    ``options`` are the wire settings every endpoint shares (encodings, compressions,
+    limits, SSE keep-alive; ``BridgeOptions()`` when omitted); ``static`` serves a
+    directory (``index.html`` at ``/``) wherever no route matches; ``cors`` lets pages on
+    other origins call the bridge; ``interceptors`` run around every call (see
+    ``rpckit.interceptors``). A server running the bridge drives it through
+    ``bridge.lifecycle``.
     """
-    runner = CallRunner(tuple(interceptors), loop=loop)
-    options = BridgeOptions(
-        encodings=encodings,
-        compressions=compressions,
-        max_message_size=max_message_size,
-        require_protocol_version=require_protocol_version,
-    )
+    runner = CallRunner(tuple(interceptors))
+    options = options if options is not None else BridgeOptions()
     validate_rules(method for service in services for method in service.spec().methods)
     connect: dict[str, ASGIApp] = {SCRIPT_PATH: script_endpoint}
     websockets: dict[str, ASGIApp] = {}
@@ -127,9 +112,37 @@ def create_app(
                 plain.append(PlainRoute(rule, PathTemplate.compile(rule.path), method, handler))
     files = StaticFiles(directory=static, html=True) if static is not None else None
     router = PlainRouter(plain, options, runner)
-    bridge = Bridge(connect, router, files, runner, cors)
-    bridge.websockets, bridge.websocket_calls = websockets, calls
-    return bridge
+    return Bridge(connect, router, websockets, files, runner, cors, options, calls)
+
+
+class Lifecycle:
+    """What a server tells the bridge it runs, handed to the server explicitly
+    (``HttpServer(app, lifecycle=bridge.lifecycle)``) however the bridge is wrapped.
+
+    ``serving_on(loop)`` when it starts (calls then find their task without a system call;
+    see ``CallRunner.current_task``); ``end_websockets()`` when it stops accepting (servers
+    drop WebSocket sockets at once, so their calls end first with ``unavailable`` and a
+    clean close); ``grace_over()`` at the end of the grace period (the drain: open calls
+    end with ``unavailable``).
+    """
+
+    def __init__(self, runner: CallRunner, websocket_calls: WebSocketCalls) -> None:
+        self._runner = runner
+        #: The WebSocket calls in flight.
+        self.websocket_calls = websocket_calls
+
+    def serving_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop every call of this bridge will run on."""
+        self._runner.loop = loop
+
+    async def end_websockets(self) -> None:
+        """End the WebSocket calls in flight with ``unavailable`` and wait briefly for them."""
+        if len(self.websocket_calls):
+            await self.websocket_calls.close_all()
+
+    def grace_over(self) -> None:
+        """End every call still open with ``unavailable`` (the drain)."""
+        self._runner.drain.set()
 
 
 class Bridge:
@@ -137,25 +150,31 @@ class Bridge:
 
     A Connect path is one dictionary lookup (no router walks every route per request);
     everything else goes to the plain routes, then to the static files, then a JSON 404/405.
-    ``drain`` is what the server sets at the end of its grace period (see ``rpckit.call``).
+    ``options`` are its wire settings; a server drives it through ``lifecycle``.
     """
 
     def __init__(
         self,
         connect: dict[str, ASGIApp],
         plain: PlainRouter,
+        websockets: dict[str, ASGIApp],
         files: ASGIApp | None,
         runner: CallRunner,
         cors: Cors | None,
+        options: BridgeOptions,
+        websocket_calls: WebSocketCalls,
     ) -> None:
         self.connect = connect
         self.plain = plain
+        #: WebSocket calls (``rpckit.http.websocket``) by method path.
+        self.websockets = websockets
         self.files = files
         self.runner = runner
+        self.options = options
+        #: The call runner's drain (``lifecycle.grace_over()`` sets it), for in-process use.
         self.drain = runner.drain
-        #: WebSocket calls (``rpckit.http.websocket``) by method path, and the ones in flight.
-        self.websockets: dict[str, ASGIApp] = {}
-        self.websocket_calls: WebSocketCalls | None = None
+        #: How a server starts, stops and drains this bridge.
+        self.lifecycle = Lifecycle(runner, websocket_calls)
         self._app: ASGIApp = self._dispatch
         if cors is not None:
             self._app = CORSMiddleware(self._dispatch, **cors.options())

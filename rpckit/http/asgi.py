@@ -8,17 +8,18 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
 
 from rpckit.call import ClientGone
-from rpckit.compression import Compression, CompressionRegistry, compressions
+from rpckit.compression import Compression
 from rpckit.context import Context
-from rpckit.encodings import Encoding, EncodingRegistry, encodings
+from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
+from rpckit.http.options import BridgeOptions
 from rpckit.http.wire import error_json, parse_timeout, request_metadata
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
@@ -44,22 +45,8 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 #: Seconds a call runs before a task starts watching for its client to leave.
 WATCH_DELAY = 0.002
-
-
-@dataclass
-class BridgeOptions:
-    """Settings every endpoint of one HTTP bridge shares."""
-
-    encodings: EncodingRegistry = field(default_factory=lambda: encodings)
-    compressions: CompressionRegistry = field(default_factory=lambda: compressions)
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Responses smaller than this are not worth compressing.
-    compress_min_bytes: int = 1024
-    #: Refuse Connect requests without ``Connect-Protocol-Version: 1`` (the spec allows both).
-    require_protocol_version: bool = False
 
 
 def call_context(

@@ -20,25 +20,22 @@ import asyncio
 import json
 import math
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from rpckit.errors import Code, RpcError
 from rpckit.loops import PerLoop, current_task, weak_loop
+from rpckit.serving.options import HttpTimeouts
 
-__all__ = ["HttpTimeouts", "RequestGuard", "ambiguous_framing", "guarded_protocol"]
+__all__ = [
+    "HttpTimeouts",
+    "RequestGuard",
+    "ambiguous_framing",
+    "guarded_protocol",
+    "uvicorn_protocol",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-
-
-@dataclass(frozen=True)
-class HttpTimeouts:
-    """Seconds; see the module docstring. The defaults are ``rpckit serve``'s."""
-
-    header: float = 10.0
-    idle: float = 5.0
-    body: float = 30.0
 
 
 def ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:

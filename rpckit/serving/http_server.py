@@ -2,6 +2,8 @@
 
 Both servers listen with ``TCP_NODELAY`` on accepted sockets, can share their port with other
 worker processes (``SO_REUSEPORT``) and serve TLS, optionally requiring client certificates.
+They drive the bridge through its ``Lifecycle`` (the loop, the WebSocket calls, the drain),
+given explicitly: the app they serve may be the bridge wrapped in probes or a docs page.
 """
 
 from __future__ import annotations
@@ -13,21 +15,20 @@ import math
 import socket
 import ssl
 from collections.abc import Generator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
 
-from rpckit.call import Drain
-from rpckit.serving.guard import HttpTimeouts, RequestGuard, uvicorn_protocol
+from rpckit.http.app import Bridge, Lifecycle
+from rpckit.serving.guard import RequestGuard, uvicorn_protocol
+from rpckit.serving.options import SERVERS, HttpTimeouts, ServerKind, TlsFiles
 
 __all__ = [
     "SERVERS",
     "GranianServer",
     "HttpServer",
-    "HttpTls",
     "ServerKind",
+    "TlsFiles",
     "bind_tcp",
     "create_http_server",
     "split_address",
@@ -37,19 +38,6 @@ log = logging.getLogger("rpckit.http")
 
 #: Seconds the HTTP server waits after rpckit's own drain before it cancels what is left.
 DRAIN_MARGIN = 2
-
-ServerKind = Literal["uvicorn", "granian"]
-#: The HTTP servers ``rpckit serve --server`` can run.
-SERVERS: tuple[ServerKind, ...] = ("uvicorn", "granian")
-
-
-@dataclass(frozen=True)
-class HttpTls:
-    """PEM files for HTTPS; with ``client_ca`` every client must present a certificate it signed."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -95,11 +83,12 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _drain_event(app: Any, drain: Drain | None) -> Drain | None:
-    if drain is not None:
-        return drain
-    found: Drain | None = getattr(app, "drain", None)
-    return found
+def _lifecycle(app: Any, lifecycle: Lifecycle | None) -> Lifecycle | None:
+    """The lifecycle given, else the app's own when the app is the bridge itself; a wrapped
+    bridge's must be given (nothing is looked for through wrappers)."""
+    if lifecycle is None and isinstance(app, Bridge):
+        return app.lifecycle
+    return lifecycle
 
 
 class HttpServer:
@@ -115,12 +104,13 @@ class HttpServer:
         grace: float = 5.0,
         log_level: str = "warning",
         reuse_port: bool = False,
-        tls: HttpTls | None = None,
-        drain: Drain | None = None,
+        tls: TlsFiles | None = None,
+        lifecycle: Lifecycle | None = None,
         timeouts: HttpTimeouts | None = None,
         parser: str = "auto",
     ) -> None:
-        self.drain = _drain_event(app, drain)
+        #: How this server drives the bridge it serves (None: a plain ASGI app).
+        self.lifecycle = _lifecycle(app, lifecycle)
         #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         self.app = RequestGuard(app, body_timeout=self.timeouts.body)
@@ -140,6 +130,8 @@ class HttpServer:
         sock = bind_tcp(address, reuse_port=self.reuse_port)
         self.sockets = [sock]
         self.app.loop = asyncio.get_running_loop()  # uvicorn runs the app on this loop
+        if self.lifecycle is not None:
+            self.lifecycle.serving_on(self.app.loop)
         tls = self.tls
         config = uvicorn.Config(
             self.app,
@@ -171,11 +163,12 @@ class HttpServer:
         cleanly (streams with an in-band ``unavailable`` record, unary calls with 503)."""
         if self._server is None or self._task is None:
             return
-        await _end_websockets(self.app)
+        if self.lifecycle is not None:
+            await self.lifecycle.end_websockets()
         self._server.should_exit = True
         timer = None
-        if self.drain is not None:
-            timer = asyncio.get_running_loop().call_later(self.grace, self.drain.set)
+        if self.lifecycle is not None:
+            timer = asyncio.get_running_loop().call_later(self.grace, self.lifecycle.grace_over)
         try:
             await self._task
         finally:
@@ -197,11 +190,12 @@ class GranianServer:
         *,
         grace: float = 5.0,
         log_level: str = "warning",
-        tls: HttpTls | None = None,
-        drain: Drain | None = None,
+        tls: TlsFiles | None = None,
+        lifecycle: Lifecycle | None = None,
         timeouts: HttpTimeouts | None = None,
     ) -> None:
-        self.drain = _drain_event(app, drain)
+        #: How this server drives the bridge it serves (None: a plain ASGI app).
+        self.lifecycle = _lifecycle(app, lifecycle)
         #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         self.app = RequestGuard(app, body_timeout=self.timeouts.body)
@@ -220,6 +214,8 @@ class GranianServer:
         from granian.server.embed import Server
 
         self.app.loop = asyncio.get_running_loop()  # so does granian's embedded server
+        if self.lifecycle is not None:
+            self.lifecycle.serving_on(self.app.loop)
         placeholder = bind_tcp(address, reuse_port=True)
         self._placeholder = placeholder
         host, port = placeholder.getsockname()[:2]
@@ -249,10 +245,13 @@ class GranianServer:
         """Stop accepting; in-flight calls get the grace period, then rpckit ends them."""
         if self._server is None or self._task is None:
             return
-        await _end_websockets(self.app)
+        if self.lifecycle is not None:
+            await self.lifecycle.end_websockets()
         self._server.signal_handler_interrupt()
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.grace, self.drain.set) if self.drain is not None else None
+        timer = None
+        if self.lifecycle is not None:
+            timer = loop.call_later(self.grace, self.lifecycle.grace_over)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), self.grace + DRAIN_MARGIN)
         except TimeoutError:
@@ -269,18 +268,6 @@ class GranianServer:
 
 def _milliseconds(timeouts: HttpTimeouts) -> int:
     return max(1, round(1000 * min(timeouts.header, timeouts.idle)))
-
-
-async def _end_websockets(app: Any) -> None:
-    """End WebSocket calls with ``unavailable`` and a clean close before the server drops
-    their sockets (both servers close WebSockets as soon as they begin to stop)."""
-    for _ in range(8):  # through wrappers (health probes, middleware) to the bridge
-        if app is None or hasattr(app, "websocket_calls"):
-            break
-        app = getattr(app, "app", None)
-    calls = getattr(app, "websocket_calls", None)
-    if calls is not None and len(calls):
-        await calls.close_all()
 
 
 async def _wait_listening(host: str, port: int, task: asyncio.Task[None], address: str) -> None:
@@ -309,16 +296,16 @@ def create_http_server(
     grace: float = 5.0,
     log_level: str = "warning",
     reuse_port: bool = False,
-    tls: HttpTls | None = None,
-    drain: Drain | None = None,
+    tls: TlsFiles | None = None,
+    lifecycle: Lifecycle | None = None,
     timeouts: HttpTimeouts | None = None,
 ) -> HttpServer | GranianServer:
     """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
     if kind == "granian":
         return GranianServer(
-            app, grace=grace, log_level=log_level, tls=tls, drain=drain, timeouts=timeouts
+            app, grace=grace, log_level=log_level, tls=tls, lifecycle=lifecycle, timeouts=timeouts
         )
     return HttpServer(
-        app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, drain=drain,
+        app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, lifecycle=lifecycle,
         timeouts=timeouts,
     )  # fmt: skip

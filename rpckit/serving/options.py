@@ -1,16 +1,77 @@
-"""The options of ``rpckit serve``, one field per command-line flag."""
+"""The options of ``rpckit serve``: one frozen object made of the option objects the servers
+take (``BridgeOptions``, ``TlsFiles``, ``HttpTimeouts``, ...), and ``SERVE_FLAGS``, the one
+table saying which field each command-line flag sets.
+
+The CLI builds ``ServeOptions`` from the table (``ServeOptions.from_flags``) rather than by
+copying flags by hand, and a test checks the table against the parser: every flag sets
+exactly one field, every field has a flag (or a reason in ``NOT_FLAGS``), defaults agree.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
-if TYPE_CHECKING:  # kept light: the CLI imports this module for every command
-    from rpckit.serving.http_server import HttpTls, ServerKind
+from rpckit.http.options import BridgeOptions
 
-__all__ = ["ServeOptions", "parse_workers"]
+__all__ = [
+    "NOT_FLAGS",
+    "SERVERS",
+    "SERVE_FLAGS",
+    "DrainOptions",
+    "HealthPaths",
+    "HttpTimeouts",
+    "ServeOptions",
+    "ServerKind",
+    "TlsFiles",
+    "parse_workers",
+]
+
+ServerKind = Literal["uvicorn", "granian"]
+#: The HTTP servers ``rpckit serve --server`` can run.
+SERVERS: tuple[ServerKind, ...] = ("uvicorn", "granian")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS on both transports; with ``client_ca`` every client must present a
+    certificate it signed (mTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class HttpTimeouts:
+    """Seconds an HTTP connection may hold a socket without progress (``rpckit.serving.guard``
+    says what each one bounds). The defaults are ``rpckit serve``'s."""
+
+    header: float = 10.0
+    idle: float = 5.0
+    body: float = 30.0
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """How a serving process stops on SIGINT/SIGTERM."""
+
+    #: Seconds in-flight calls get to finish once the drain starts.
+    grace: float = 5.0
+    #: Seconds a draining server keeps accepting (readiness already false) so that load
+    #: balancers stop sending before the listeners close.
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthPaths:
+    """Where the HTTP side answers liveness and readiness probes (``rpckit.serving.health``)."""
+
+    liveness: str = "/healthz"
+    readiness: str = "/readyz"
 
 
 @dataclass(frozen=True)
@@ -21,68 +82,140 @@ class ServeOptions:
     target: str
     #: The arguments after the known flags, handed to a factory target.
     target_args: tuple[str, ...] = ()
-    #: ``--grpc HOST:PORT``.
+    #: The gRPC address (``rpckit.address`` forms); None: no gRPC.
     grpc: str | None = None
-    #: ``--http HOST:PORT``.
+    #: The HTTP bridge's address; None: no HTTP.
     http: str | None = None
-    #: ``--workers N|auto``: processes sharing both ports (``SO_REUSEPORT``).
+    #: Processes sharing both ports (``SO_REUSEPORT``).
     workers: int = 1
-    #: ``--separate-grpc``: with both transports, gRPC in processes of its own (one per
-    #: worker) instead of sharing each worker's event loop with HTTP. Under a mixed load a
-    #: busy HTTP loop starves grpc.aio (``bench/shared_loop.py``).
+    #: With both transports, gRPC in processes of its own (one per worker) instead of sharing
+    #: each worker's event loop with HTTP. Under a mixed load a busy HTTP loop starves
+    #: grpc.aio (``bench/shared_loop.py``).
     separate_grpc: bool = False
-    #: ``--server uvicorn|granian``: the HTTP server.
+    #: The HTTP server.
     server: ServerKind = "uvicorn"
-    #: ``--grace``: seconds in-flight calls get to finish once a drain starts.
-    grace: float = 5.0
-    #: ``--drain-delay``: seconds a draining server keeps accepting (readiness already false)
-    #: so that load balancers stop sending before the listeners close.
-    drain_delay: float = 0.0
-    #: ``--static DIR``.
+    #: The bridge's wire settings; ``max_message_size`` holds on gRPC too.
+    bridge: BridgeOptions = field(default_factory=BridgeOptions)
+    #: Certificate, key and client CA, both transports; None: plain TCP.
+    tls: TlsFiles | None = None
+    #: Header, idle and body-progress timeouts of HTTP connections.
+    timeouts: HttpTimeouts = HttpTimeouts()
+    #: Grace period and delay of the drain.
+    drain: DrainOptions = DrainOptions()
+    #: Liveness and readiness probe paths on the HTTP side.
+    health: HealthPaths = HealthPaths()
+    #: Directory served at ``/`` on the HTTP side.
     static: Path | None = None
-    #: ``--cors-origin`` (repeatable).
+    #: Origins (or ``*``) whose pages may call the bridge (CORS, WebSocket origin check).
     cors_origins: tuple[str, ...] = ()
-    #: ``--tls-cert`` / ``--tls-key`` (PEM), both transports.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    #: ``--tls-client-ca``: require client certificates signed by this CA (mTLS).
-    tls_client_ca: Path | None = None
-    #: ``--liveness-path`` / ``--readiness-path`` on the HTTP side.
-    liveness_path: str = "/healthz"
-    readiness_path: str = "/readyz"
-    #: ``--log-level``.
-    log_level: str = "info"
-    #: ``--interceptor MODULE:ATTR`` (repeatable): server interceptors, in this order.
+    #: Server interceptors as ``MODULE:ATTR``, in this order.
     interceptors: tuple[str, ...] = ()
-    #: ``--access-log`` / ``--no-access-log``: one line per call on ``rpckit.access``.
+    #: One line per call on ``rpckit.access``.
     access_log: bool = True
-    #: ``--otel``: OpenTelemetry spans and metrics, exported over OTLP per ``OTEL_*``.
+    #: OpenTelemetry spans and metrics, exported over OTLP per ``OTEL_*``.
     otel: bool = False
-    #: ``--header-timeout``: seconds a connection has to deliver a complete request head.
-    header_timeout: float = 10.0
-    #: ``--idle-timeout``: seconds an idle keep-alive connection stays open.
-    idle_timeout: float = 5.0
-    #: ``--body-timeout``: seconds the server waits for each next piece of a request body.
-    body_timeout: float = 30.0
-    #: ``--docs``: the docs page at ``/docs`` and the OpenAPI document at ``/docs/openapi.json``.
+    #: The docs page at ``/docs`` and the OpenAPI document at ``/docs/openapi.json``.
     docs: bool = False
-    #: ``--reload``: restart on a .py or .proto change under the current directory
-    #: (regenerating code first for a .proto change).
+    #: Restart on a .py or .proto change under the current directory (regenerating code
+    #: first for a .proto change).
     reload: bool = False
+    #: The logging level.
+    log_level: str = "info"
 
     @property
     def split_transports(self) -> bool:
         """Whether gRPC and HTTP run in separate processes (``--separate-grpc`` with both)."""
         return self.separate_grpc and bool(self.grpc) and bool(self.http)
 
-    @property
-    def tls(self) -> HttpTls | None:
-        """The TLS files, when ``--tls-cert`` and ``--tls-key`` are given."""
-        from rpckit.serving.http_server import HttpTls
+    @classmethod
+    def from_flags(
+        cls, values: Mapping[str, Any], target_args: tuple[str, ...] = ()
+    ) -> ServeOptions:
+        """The options for parsed flag values by ``SERVE_FLAGS`` key (``{"--grace": 5.0}``);
+        a flag left out keeps its field's default, lists become tuples, and a group whose
+        flags are all unset (``tls``) stays None."""
+        top: dict[str, Any] = {"target_args": tuple(target_args)}
+        groups: dict[str, dict[str, Any]] = {}
+        for flag, value in values.items():
+            path = SERVE_FLAGS[flag]
+            if isinstance(value, list):
+                value = tuple(value)
+            head, _, leaf = path.partition(".")
+            if leaf:
+                groups.setdefault(head, {})[leaf] = value
+            else:
+                top[head] = value
+        for name, kwargs in groups.items():
+            if name in _OPTIONAL_GROUPS:
+                if all(v is None for v in kwargs.values()):
+                    top[name] = None
+                    continue
+                top[name] = _OPTIONAL_GROUPS[name](**kwargs)
+            else:
+                top[name] = type(getattr(_DEFAULTS, name))(**kwargs)
+        return cls(**top)
 
-        if self.tls_cert is None or self.tls_key is None:
-            return None
-        return HttpTls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+#: Every ``rpckit serve`` flag (``target`` is the positional argument) and the field of
+#: ``ServeOptions`` it sets; a dotted name is a field of an option object.
+SERVE_FLAGS: Mapping[str, str] = {
+    "target": "target",
+    "--grpc": "grpc",
+    "--http": "http",
+    "--workers": "workers",
+    "--separate-grpc": "separate_grpc",
+    "--server": "server",
+    "--max-message-size": "bridge.max_message_size",
+    "--compress-min-bytes": "bridge.compress_min_bytes",
+    "--require-connect-version": "bridge.require_protocol_version",
+    "--sse-keep-alive": "bridge.sse_keep_alive",
+    "--tls-cert": "tls.cert",
+    "--tls-key": "tls.key",
+    "--tls-client-ca": "tls.client_ca",
+    "--header-timeout": "timeouts.header",
+    "--idle-timeout": "timeouts.idle",
+    "--body-timeout": "timeouts.body",
+    "--grace": "drain.grace",
+    "--drain-delay": "drain.delay",
+    "--liveness-path": "health.liveness",
+    "--readiness-path": "health.readiness",
+    "--static": "static",
+    "--cors-origin": "cors_origins",
+    "--interceptor": "interceptors",
+    "--access-log": "access_log",
+    "--otel": "otel",
+    "--docs": "docs",
+    "--reload": "reload",
+    "--log-level": "log_level",
+}
+
+#: Fields no flag sets, and why.
+NOT_FLAGS: Mapping[str, str] = {
+    "target_args": "the arguments after the flags, handed to a factory target",
+    "bridge.encodings": "encodings are registered in code (rpckit.encodings)",
+    "bridge.compressions": "compressions are registered in code (rpckit.compression)",
+}
+
+#: Option objects a ServeOptions may lack (None) when none of their flags is given.
+_OPTIONAL_GROUPS: Mapping[str, type[Any]] = {"tls": TlsFiles}
+_DEFAULTS = ServeOptions(target="")
+
+
+def field_paths(options: object = _DEFAULTS) -> dict[str, Any]:
+    """Every field of ``ServeOptions`` by dotted name, with its value in ``options``
+    (the fields of an absent optional group are None)."""
+    paths: dict[str, Any] = {}
+    for f in fields(ServeOptions):
+        value = getattr(options, f.name)
+        group = _OPTIONAL_GROUPS.get(f.name) or (
+            type(value) if hasattr(type(value), "__dataclass_fields__") else None
+        )
+        if group is None:
+            paths[f.name] = value
+            continue
+        for sub in fields(group):
+            paths[f"{f.name}.{sub.name}"] = None if value is None else getattr(value, sub.name)
+    return paths
 
 
 def parse_workers(value: str) -> int:

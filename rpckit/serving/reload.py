@@ -105,10 +105,10 @@ def serve_with_reload(options: ServeOptions, argv: Sequence[str]) -> int:
                     print("rpckit: generate failed; the running server is kept", flush=True)
                     continue
             print(f"rpckit: {', '.join(paths)} changed; restarting", flush=True)
-            child.stop(options.grace)
+            child.stop(options.drain.grace)
             child = _Child(command)
     finally:
-        child.stop(options.grace)
+        child.stop(options.drain.grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

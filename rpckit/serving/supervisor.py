@@ -224,7 +224,7 @@ class _Supervisor:
         workers = [w.process for w in self.workers.values() if w.process.is_alive()]
         for process in workers:
             process.terminate()
-        limit = self.options.drain_delay + self.options.grace + KILL_MARGIN
+        limit = self.options.drain.delay + self.options.drain.grace + KILL_MARGIN
         deadline = time.monotonic() + limit
         loop = asyncio.get_running_loop()
         for process in workers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from rpckit.serving.http_server import HttpTls
+from rpckit.serving.options import TlsFiles
 
 __all__ = ["TlsError", "check_tls", "grpc_credentials"]
 
@@ -22,7 +22,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def check_tls(tls: HttpTls) -> None:
+def check_tls(tls: TlsFiles) -> None:
     """Raise ``TlsError`` unless the certificate and key load, match, and the CA loads."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -41,7 +41,7 @@ def check_tls(tls: HttpTls) -> None:
             ) from None
 
 
-def grpc_credentials(tls: HttpTls) -> Any:
+def grpc_credentials(tls: TlsFiles) -> Any:
     """grpcio server credentials for ``tls`` (client certificates required with a CA)."""
     import grpc
 

@@ -64,7 +64,6 @@ async def serve_process(
 
     from rpckit.grpc import GrpcServer
     from rpckit.http import Cors, create_app
-    from rpckit.serving.guard import HttpTimeouts
     from rpckit.serving.health import HealthProbes, HealthState
     from rpckit.serving.http_server import create_http_server
     from rpckit.serving.interceptors import serve_interceptors
@@ -88,12 +87,14 @@ async def serve_process(
         await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health = HealthState(servicer)
     tls = options.tls
+    drain = options.drain
 
     grpc_server = None
     if options.grpc:
         grpc_server = GrpcServer(
             services,
             reuse_port=reuse_port,
+            max_message_size=options.bridge.max_message_size,
             credentials=grpc_credentials(tls) if tls is not None else None,
             health_servicer=servicer,
             interceptors=interceptors,
@@ -105,7 +106,11 @@ async def serve_process(
 
         served = [*services, *reflection_services(services)]  # reflection over Connect too
         bridge = create_app(
-            served, static=options.static, cors=cors, interceptors=interceptors, loop=loop
+            served,
+            options=options.bridge,
+            static=options.static,
+            cors=cors,
+            interceptors=interceptors,
         )
         front: Any = bridge
         if options.docs:
@@ -115,22 +120,18 @@ async def serve_process(
         app = HealthProbes(
             front,
             health,
-            liveness_path=options.liveness_path,
-            readiness_path=options.readiness_path,
+            liveness_path=options.health.liveness,
+            readiness_path=options.health.readiness,
         )
         http_server = create_http_server(
             options.server,
             app,
-            grace=options.grace,
+            grace=drain.grace,
             log_level="warning",
             reuse_port=reuse_port,
             tls=tls,
-            drain=bridge.drain,
-            timeouts=HttpTimeouts(
-                header=options.header_timeout,
-                idle=options.idle_timeout,
-                body=options.body_timeout,
-            ),
+            lifecycle=bridge.lifecycle,  # the front may wrap the bridge: given, not looked for
+            timeouts=options.timeouts,
         )
     try:
         ports: Ports = {}
@@ -144,15 +145,15 @@ async def serve_process(
         gc.freeze()
         on_ready(ports)
         await signalled.wait()
-        log.info("draining (delay %.1fs, grace %.1fs)", options.drain_delay, options.grace)
+        log.info("draining (delay %.1fs, grace %.1fs)", drain.delay, drain.grace)
         await health.start_drain()
-        if options.drain_delay > 0:
+        if drain.delay > 0:
             signalled.clear()  # a second signal ends the delay early
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signalled.wait(), options.drain_delay)
+                await asyncio.wait_for(signalled.wait(), drain.delay)
     finally:
         await asyncio.gather(
-            *(s.stop(options.grace) for s in [grpc_server] if s is not None),
+            *(s.stop(drain.grace) for s in [grpc_server] if s is not None),
             *(s.stop() for s in [http_server] if s is not None),
         )
         if shutdown_otel is not None:

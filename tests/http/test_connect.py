@@ -30,7 +30,7 @@ from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, Event, RpcError, Sender, Streaming
 from rpckit.client import ResponseMetadata
 from rpckit.encodings import encodings
-from rpckit.http import ConnectTransport
+from rpckit.http import BridgeOptions, ConnectTransport
 from rpckit.v1.stream_pb2 import Bytes
 from rpckit.wellknown import upload_headers
 from tests.support import serve_http
@@ -112,7 +112,7 @@ async def test_user_registered_encoding(service: StreamsExample) -> None:
     registry = encodings.copy()
     registry.register(ReversedJson())
     async with (
-        serve_http(service, encodings=registry) as url,
+        serve_http(service, options=BridgeOptions(encodings=registry)) as url,
         ConnectTransport(url, encoding="rjson", encodings=registry) as transport,
     ):
         await check_every_method(StreamsServiceClient(transport))

@@ -37,8 +37,7 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, Event, RpcError, Sender, Streaming
-from rpckit.http import Bridge, ConnectTransport, create_app
-from rpckit.http.rest.endpoint import PlainRouter
+from rpckit.http import Bridge, BridgeOptions, ConnectTransport, create_app
 from rpckit.http.rest.framing import varint
 from rpckit.serving.http_server import HttpServer
 
@@ -199,11 +198,6 @@ async def serve_app(app: Bridge) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await server.stop()
-
-
-def plain_router(app: Bridge) -> PlainRouter:
-    """The app's plain router."""
-    return app.plain
 
 
 class _Records(logging.Handler):
@@ -845,8 +839,7 @@ async def test_sse_event_fields(files_dir: Path) -> None:
 async def test_sse_keep_alive_before_first_event(files_dir: Path) -> None:
     service = Decorated(files_dir)
     service.gated = True
-    app = create_app([service])
-    plain_router(app).sse_keep_alive = 0.02
+    app = create_app([service], options=BridgeOptions(sse_keep_alive=0.02))
     async with (
         serve_app(app) as url,
         httpx.AsyncClient() as http,

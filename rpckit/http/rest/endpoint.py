@@ -75,8 +75,6 @@ __all__ = ["PlainRoute", "PlainRouter"]
 log = logging.getLogger("rpckit.http")
 
 Handler = Callable[..., Any]
-#: Seconds of silence after which an SSE stream gets a keep-alive comment.
-SSE_KEEP_ALIVE = 15.0
 _RAW_OUTPUTS = (Bytes, HttpBody)
 
 
@@ -113,7 +111,6 @@ class PlainRouter:
             self._by_verb.setdefault(route.rule.method, []).append(route)
         self.options = options
         self.runner = runner if runner is not None else CallRunner()
-        self.sse_keep_alive = SSE_KEEP_ALIVE
         # Clients send few distinct Accept values: negotiate each once (bounded).
         self._framings: dict[tuple[str | None, type[Message]], object] = {}
         self._singles: dict[str | None, Negotiated] = {}
@@ -482,7 +479,7 @@ class _PlainResponder:
 
     async def _keep_alive(self) -> None:
         while True:
-            await asyncio.sleep(self.router.sse_keep_alive)
+            await asyncio.sleep(self.router.options.sse_keep_alive)
             await self.body.write(KEEP_ALIVE)
 
 
