@@ -4,15 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, Final, Protocol
 
+from rpckit.files import parse_content_disposition, sanitize_filename
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
-__all__ = ["CallStats", "Context", "HeaderSender"]
+__all__ = ["UNKNOWN_COMPRESSION", "CallStats", "Context", "Dialect", "HeaderSender", "Transport"]
 
 #: ``set_response_compression`` has not been called: the transport negotiates as usual.
 DEFAULT_COMPRESSION = "default"
+#: ``Context.request_compression`` where the transport cannot tell (gRPC: grpcio takes
+#: ``grpc-encoding`` out of the metadata it hands over and exposes no other way to read it).
+UNKNOWN_COMPRESSION: Final = "unknown"
+_DISPOSITION = "content-disposition"
+
+
+class Transport(StrEnum):
+    """The server a call came in on (``Context.transport``); compares equal to its value."""
+
+    #: rpckit's gRPC server (grpcio, HTTP/2).
+    GRPC = "grpc"
+    #: The HTTP bridge, one HTTP request per call (Connect, gRPC-Web, plain routes).
+    HTTP = "http"
+    #: The HTTP bridge, one WebSocket per call (the ``rpckit.v1.<encoding>`` sub-protocol).
+    WEBSOCKET = "websocket"
+
+
+class Dialect(StrEnum):
+    """The protocol the client spoke (``Context.dialect``); compares equal to its value."""
+
+    #: gRPC over HTTP/2, on the gRPC server.
+    GRPC = "grpc"
+    #: gRPC-Web (``application/grpc-web[-text]...``) on the HTTP bridge.
+    GRPC_WEB = "grpc-web"
+    #: The Connect protocol (unary and streams) on the HTTP bridge.
+    CONNECT = "connect"
+    #: Plain HTTP routes: ``google.api.http`` rules or the default route, on the HTTP bridge.
+    PLAIN = "plain"
+    #: rpckit's WebSocket sub-protocol, on the HTTP bridge.
+    WEBSOCKET = "websocket"
+
+
+#: The dialect a transport implies when the caller does not name one.
+_IMPLIED = {Transport.GRPC: Dialect.GRPC, Transport.WEBSOCKET: Dialect.WEBSOCKET}
 
 
 class CallStats:
@@ -43,13 +79,28 @@ class _NoHeaders:
 _NO_HEADERS = _NoHeaders()
 
 
+def _transport(value: Transport | str) -> Transport:
+    return value if type(value) is Transport else Transport(value)
+
+
+def _dialect(transport: Transport, value: Dialect | str | None) -> Dialect:
+    if value is None:
+        implied = _IMPLIED.get(transport)
+        if implied is None:
+            raise ValueError(f"a call on transport {transport.value!r} needs a dialect")
+        return implied
+    return value if type(value) is Dialect else Dialect(value)
+
+
 class Context:
     """Request metadata, peer and deadline in; response headers, trailers and compression out.
 
     The call runner enforces the deadline; ``cancelled`` turns true once the client is gone
     or the deadline has passed, and ``wait_cancelled()`` returns once either is noticed.
-    ``transport`` is ``"grpc"`` or ``"http"``; ``dialect`` says which protocol the HTTP
-    bridge spoke (``"grpc"``, ``"connect"``, ``"plain"``).
+    ``transport`` (a ``Transport``) says which server took the call: ``grpc``, ``http`` or
+    ``websocket``; ``dialect`` (a ``Dialect``) which protocol the client spoke: ``grpc``,
+    ``grpc-web``, ``connect``, ``plain`` or ``websocket``. Both are string enums, so
+    ``ctx.dialect == "connect"`` holds as well as ``ctx.dialect is Dialect.CONNECT``.
     """
 
     __slots__ = (
@@ -63,8 +114,8 @@ class Context:
         self,
         method: MethodSpec[Any, Any],
         *,
-        transport: str,
-        dialect: str | None = None,
+        transport: Transport | str,
+        dialect: Dialect | str | None = None,
         request_headers: Metadata | None = None,
         peer: str = "",
         deadline: float | None = None,
@@ -72,13 +123,14 @@ class Context:
         query: bytes = b"",
     ) -> None:
         self.method = method
-        self.transport = transport
-        self.dialect = dialect or transport
+        self.transport: Transport = _transport(transport)
+        self.dialect: Dialect = _dialect(self.transport, dialect)
         self.request_headers = request_headers if request_headers is not None else Metadata()
         self.peer = peer
         #: When the call times out, in ``time.monotonic()`` seconds; None without a deadline.
         self.deadline = deadline
-        #: The compression the request arrived with (``gzip``...), None when uncompressed.
+        #: The compression the request arrived with (``gzip``...), None when uncompressed,
+        #: ``UNKNOWN_COMPRESSION`` (``"unknown"``) where the transport cannot tell (gRPC).
         self.request_compression = request_compression
         #: The raw query string of an HTTP request (empty elsewhere): credentials an
         #: interceptor takes from the URL (``BearerAuth(query=...)``) are read from here.
@@ -109,6 +161,13 @@ class Context:
     def last_event_id(self) -> str | None:
         """The ``Last-Event-ID`` a reconnecting SSE client sent: where to resume a stream."""
         return self.request_headers.get("last-event-id")
+
+    @property
+    def upload_filename(self) -> str | None:
+        """The file name an upload's client gave in ``Content-Disposition`` (a header over
+        HTTP, metadata on gRPC), sanitised to a bare name (``sanitize_filename``), or None.
+        Still only a label: serve files with ``FileStream.from_root``, never by this name."""
+        return sanitize_filename(parse_content_disposition(self.request_headers.get(_DISPOSITION)))
 
     def time_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""

@@ -1,7 +1,10 @@
 """What a handler controls through its Context, the same on gRPC and Connect, checked on
 the wire: headers sent with an error, headers before the first message, and response
 compression per call and per message (grpc's interop cases ``echo_metadata_with_status``,
-``server_compressed_unary`` and ``server_compressed_streaming``)."""
+``server_compressed_unary`` and ``server_compressed_streaming``); what it reads from it: the
+transport and dialect (typed enums), the request's compression (``unknown`` on gRPC, where
+grpcio hides it: grpc's ``client_compressed_unary`` must not read it as uncompressed) and an
+upload's file name."""
 
 from __future__ import annotations
 
@@ -19,11 +22,15 @@ import pytest
 
 from examples.streams.server import StreamsExample
 from examples.streams.v1.streams_pb2 import ChatMessage, Dog, GetDogRequest, JsonStreamRequest
-from rpckit import Code, Context, RpcError
+from examples.streams.v1.streams_rpckit import StreamsServiceMethods
+from rpckit import Code, Context, Metadata, RpcError
+from rpckit.context import UNKNOWN_COMPRESSION, Dialect, Transport
 from rpckit.grpc import GrpcServer
 from rpckit.http import create_app
 from rpckit.serving.http_server import HttpServer
 from tests.h2wire import grpc_call
+
+pytestmark = pytest.mark.loopback
 
 SERVICE = "examples.streams.v1.StreamsService"
 ECHO_INITIAL = "x-grpc-test-echo-initial"
@@ -36,6 +43,8 @@ class Controlled(StreamsExample):
     def __init__(self, files_dir: Path) -> None:
         super().__init__(files_dir)
         self.go = asyncio.Event()
+        #: (transport, dialect, request_compression) of every GetDog call, in order.
+        self.seen: list[tuple[Transport, Dialect, str | None]] = []
 
     def _apply(self, ctx: Context) -> None:
         headers = ctx.request_headers
@@ -47,6 +56,7 @@ class Controlled(StreamsExample):
             ctx.set_response_compression(None if choice == "none" else choice)
 
     async def get_dog(self, request: GetDogRequest, ctx: Context) -> Dog:
+        self.seen.append((ctx.transport, ctx.dialect, ctx.request_compression))
         self._apply(ctx)
         if ctx.request_headers.get("x-fail"):
             raise RpcError(Code.UNKNOWN, "test status message")
@@ -227,3 +237,102 @@ async def test_connect_stream_compression_per_message(served: Served) -> None:
     assert [flag for flag, _ in frames] == [1, 0, 2]
     assert b"first" in gzip.decompress(frames[0][1])
     assert b"second" in frames[1][1]
+
+
+# --- transport and dialect ------------------------------------------------------------------
+
+GET_DOG = StreamsServiceMethods.get_dog
+
+
+@pytest.mark.parametrize(
+    ("transport", "dialect", "expected"),
+    [
+        ("grpc", None, (Transport.GRPC, Dialect.GRPC)),
+        ("http", "connect", (Transport.HTTP, Dialect.CONNECT)),
+        ("http", "grpc-web", (Transport.HTTP, Dialect.GRPC_WEB)),
+        ("http", "plain", (Transport.HTTP, Dialect.PLAIN)),
+        ("websocket", "websocket", (Transport.WEBSOCKET, Dialect.WEBSOCKET)),
+        ("websocket", None, (Transport.WEBSOCKET, Dialect.WEBSOCKET)),
+        (Transport.HTTP, Dialect.CONNECT, (Transport.HTTP, Dialect.CONNECT)),
+    ],
+)
+def test_context_turns_the_strings_transports_pass_into_enums(
+    transport: str, dialect: str | None, expected: tuple[Transport, Dialect]
+) -> None:
+    ctx = Context(GET_DOG, transport=transport, dialect=dialect)
+    assert (ctx.transport, ctx.dialect) == expected
+    assert type(ctx.transport) is Transport
+    assert type(ctx.dialect) is Dialect
+    # string enums: the values the endpoints and interceptors compare with still match
+    assert ctx.transport == expected[0].value
+    assert ctx.dialect == expected[1].value
+    assert f"{ctx.transport} {ctx.dialect}" == f"{expected[0].value} {expected[1].value}"
+
+
+def test_context_refuses_an_unknown_transport_or_dialect_or_an_http_call_without_one() -> None:
+    with pytest.raises(ValueError, match="'h3'"):
+        Context(GET_DOG, transport="h3")
+    with pytest.raises(ValueError, match="'soap'"):
+        Context(GET_DOG, transport="http", dialect="soap")
+    with pytest.raises(ValueError, match="needs a dialect"):
+        Context(GET_DOG, transport="http")
+
+
+async def test_grpc_and_connect_calls_see_their_transport_and_dialect(served: Served) -> None:
+    async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+        get_dog: Any = channel.unary_unary(
+            f"/{SERVICE}/GetDog",
+            request_serializer=GetDogRequest.SerializeToString,
+            response_deserializer=Dog.FromString,
+        )
+        await asyncio.wait_for(get_dog(GetDogRequest(index=1)), 5)
+    async with httpx.AsyncClient(base_url=served.http_url) as http:
+        response = await http.post(f"/{SERVICE}/GetDog", json={"index": 1})
+        assert response.status_code == 200
+    kinds = [(transport, dialect) for transport, dialect, _ in served.service.seen]
+    assert kinds == [(Transport.GRPC, Dialect.GRPC), (Transport.HTTP, Dialect.CONNECT)]
+    assert all(type(t) is Transport and type(d) is Dialect for t, d in kinds)
+
+
+# --- client_compressed_unary: the request's compression -------------------------------------
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.NoCompression])
+async def test_grpc_request_compression_is_unknown_never_uncompressed(
+    served: Served, compression: grpc.Compression
+) -> None:
+    """grpcio strips ``grpc-encoding`` from the metadata it gives the handler and offers no
+    other way to read it: the context says ``unknown`` either way, never None."""
+    async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+        get_dog: Any = channel.unary_unary(
+            f"/{SERVICE}/GetDog",
+            request_serializer=GetDogRequest.SerializeToString,
+            response_deserializer=Dog.FromString,
+        )
+        dog = await asyncio.wait_for(get_dog(GetDogRequest(index=300), compression=compression), 5)
+    assert dog.name == "x" * 300
+    [(_, _, seen)] = served.service.seen
+    assert seen == UNKNOWN_COMPRESSION == "unknown"
+    assert seen is not None
+
+
+# --- an upload's file name ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("disposition", "expected"),
+    [
+        ('attachment; filename="report.pdf"', "report.pdf"),
+        ("attachment; filename*=UTF-8''%C3%A9t%C3%A9.txt", "\u00e9t\u00e9.txt"),
+        ('attachment; filename="../../etc/passwd"', "passwd"),
+        ('attachment; filename=".."', None),
+        ("attachment", None),
+        (None, None),
+    ],
+)
+def test_upload_filename_is_the_sanitised_content_disposition_name(
+    disposition: str | None, expected: str | None
+) -> None:
+    headers = Metadata() if disposition is None else Metadata({"content-disposition": disposition})
+    ctx = Context(GET_DOG, transport="grpc", request_headers=headers)
+    assert ctx.upload_filename == expected

@@ -39,7 +39,6 @@ from rpckit import ByteStream, Code, Context, Event, FileStream, RpcError, Sende
 from rpckit.files import truncate_utf8
 from rpckit.interceptors.auth import BearerAuth
 from rpckit.numbers import parse_int
-from rpckit.wellknown import upload_filename
 
 __all__ = ["StreamsExample", "create_service", "upload_auth"]
 
@@ -92,7 +91,7 @@ class StreamsExample(StreamsService):
         return Streaming.spawn(produce)
 
     async def upload_as_byte_stream(self, requests: ByteStream, ctx: Context) -> UploadSummary:
-        return await _summarise(requests, upload_filename(ctx.request_headers) or "")
+        return await _summarise(requests, ctx.upload_filename or "")
 
     async def download_as_file_stream(self, request: DownloadRequest, ctx: Context) -> FileStream:
         return FileStream.from_path(__file__, content_type="text/x-python; charset=utf-8")

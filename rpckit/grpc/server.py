@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from rpckit.address import Address, AddressError, parse_address
 from rpckit.call import CallRunner, ClientGone
-from rpckit.context import Context
+from rpckit.context import UNKNOWN_COMPRESSION, Context
 from rpckit.encodings import ProtoEncoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.grpc.status import from_grpc_metadata, grpc_code, to_grpc_metadata
@@ -71,8 +71,13 @@ def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
 
 
 def _request_compression(headers: Metadata) -> str | None:
-    name = headers.get("grpc-encoding")
-    return None if name in (None, "identity") else name
+    """What ``ctx.request_compression`` says on gRPC: grpcio's core takes ``grpc-encoding``
+    out of the invocation metadata and its servicer context has no other way to read it
+    (grpcio 1.85), so it is ``unknown``, never None, which would say "uncompressed"."""
+    name = headers.get("grpc-encoding")  # in case a grpcio ever hands it over
+    if name is None:
+        return UNKNOWN_COMPRESSION
+    return None if name == "identity" else name
 
 
 class _GrpcResponder:

@@ -1,7 +1,11 @@
-"""Server interceptors: code that runs around every call, the same on every transport.
+"""Interceptors: code that runs around every call, the same on every transport.
 
-An interceptor overrides any of four hooks; the call runner calls them for every method
-shape on every transport (gRPC, Connect, plain routes, and the transports to come):
+This is the one home of both kinds: server interceptors (``Interceptor``, below) and client
+interceptors (``ClientInterceptor``, ``ClientCall``, ``ClientOutcome``, and ``intercept``
+that puts them around a client transport; defined in ``rpckit.interceptors.client``).
+
+A server interceptor overrides any of four hooks; the call runner calls them for every
+method shape in every dialect (gRPC, gRPC-Web, Connect, plain routes, WebSocket):
 
 - ``on_start(ctx)`` before the handler; raise ``RpcError`` to reject the call, set
   ``ctx.response_headers``/``ctx.principal`` here;
@@ -23,11 +27,27 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rpckit.errors import Code, RpcError
+from rpckit.interceptors.client import (
+    ClientCall,
+    ClientInterceptor,
+    ClientOutcome,
+    InterceptedTransport,
+    intercept,
+)
 
 if TYPE_CHECKING:
     from rpckit.context import Context
 
-__all__ = ["Interceptor", "InterceptorChain", "Outcome"]
+__all__ = [
+    "ClientCall",
+    "ClientInterceptor",
+    "ClientOutcome",
+    "InterceptedTransport",
+    "Interceptor",
+    "InterceptorChain",
+    "Outcome",
+    "intercept",
+]
 
 log = logging.getLogger("rpckit.interceptors")
 

@@ -28,8 +28,8 @@ def access_fields(ctx: Context, outcome: Outcome) -> dict[str, Any]:
     """The fields of one call's access log line, in their order on the line."""
     fields: dict[str, Any] = {
         "method": ctx.method.path,
-        "transport": ctx.transport,
-        "dialect": ctx.dialect,
+        "transport": ctx.transport.value,  # plain strings on the record, as before the enums
+        "dialect": ctx.dialect.value,
         "code": outcome.code.name,
         "duration_ms": round(outcome.duration * 1000, 2),
         "messages_in": outcome.messages_in,

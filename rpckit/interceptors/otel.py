@@ -6,8 +6,9 @@ and gRPC metadata alike, read with the global propagator); the span is current w
 handler runs, so spans the handler starts are its children. ``OpenTelemetryClient()``
 (client) gives every outgoing call a CLIENT span and sends its context in the metadata.
 
-Attributes follow the current (v1.38+) RPC conventions: ``rpc.system.name`` (``grpc``,
-``connectrpc``, and ``http`` for plain routes), ``rpc.method`` (``pkg.Service/Method``),
+Attributes follow the current (v1.38+) RPC conventions: ``rpc.system.name`` (``grpc`` for
+gRPC and gRPC-Web, ``connectrpc``, ``http`` for plain routes, ``rpckit_websocket`` for
+WebSocket: see ``SYSTEM_NAMES``), ``rpc.method`` (``pkg.Service/Method``),
 ``rpc.response.status_code``, ``error.type`` on failure, ``network.peer.address``/``port``
 (server) and ``server.address``/``server.port`` (client, as configured). Metrics:
 ``rpc.server.call.duration`` and ``rpc.client.call.duration`` (histograms, seconds).
@@ -33,9 +34,9 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from rpckit.client import ClientCall, ClientInterceptor, ClientOutcome
+from rpckit.context import Dialect
 from rpckit.errors import Code
-from rpckit.interceptors import Interceptor, Outcome
+from rpckit.interceptors import ClientCall, ClientInterceptor, ClientOutcome, Interceptor, Outcome
 from rpckit.metadata import Metadata
 
 if TYPE_CHECKING:
@@ -43,11 +44,13 @@ if TYPE_CHECKING:
     from rpckit.service import MethodSpec
 
 __all__ = [
+    "SYSTEM_NAMES",
     "OpenTelemetry",
     "OpenTelemetryClient",
     "configure_otlp",
     "otlp_exporters",
     "peer_address",
+    "system_name",
 ]
 
 INSTRUMENTATION = "rpckit"
@@ -97,13 +100,24 @@ def peer_address(peer: str) -> tuple[str, int | None]:
     return host.strip("[]"), int(port)
 
 
+#: ``rpc.system.name`` per dialect: the RPC system the client spoke. gRPC-Web is gRPC (the
+#: same methods, codes and ``grpc-status`` trailers, framed for HTTP/1.1; gRPC-Web clients
+#: are gRPC clients), so it is ``grpc``. The conventions' other well-known values (``dubbo``,
+#: ``jsonrpc``) do not apply; the two dialects that are not a listed RPC system get their
+#: own value: ``http`` for plain routes (HTTP with rpckit's routing, no RPC protocol on the
+#: wire) and ``rpckit_websocket`` for rpckit's WebSocket sub-protocol.
+SYSTEM_NAMES: dict[Dialect, str] = {
+    Dialect.GRPC: "grpc",
+    Dialect.GRPC_WEB: "grpc",
+    Dialect.CONNECT: "connectrpc",
+    Dialect.PLAIN: "http",
+    Dialect.WEBSOCKET: "rpckit_websocket",
+}
+
+
 def system_name(ctx: Context) -> str:
     """``rpc.system.name`` for a server call: the protocol the client spoke."""
-    if ctx.dialect == "connect":
-        return "connectrpc"
-    if ctx.dialect == "grpc":
-        return "grpc"
-    return "http"  # plain routes: HTTP with rpckit's routing, no RPC protocol on the wire
+    return SYSTEM_NAMES[ctx.dialect]
 
 
 def status_code(system: str, code: Code) -> str | None:
@@ -206,8 +220,9 @@ class OpenTelemetry(Interceptor):
 class OpenTelemetryClient(ClientInterceptor):
     """Client spans and metrics, and the span's context sent as ``traceparent``.
 
-    ``system`` is the protocol the transport speaks (``grpc`` for ``GrpcTransport``,
-    ``connectrpc`` for ``ConnectTransport``); ``server_address``/``server_port`` say where.
+    ``system`` is the protocol the transport speaks (``grpc`` for ``GrpcTransport`` and
+    ``GrpcWebTransport``, ``connectrpc`` for ``ConnectTransport``, ``rpckit_websocket`` for
+    ``WebSocketTransport``: ``SYSTEM_NAMES``); ``server_address``/``server_port`` say where.
     """
 
     def __init__(

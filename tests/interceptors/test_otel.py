@@ -29,16 +29,26 @@ from examples.streams.v1.streams_pb2 import (
 )
 from examples.streams.v1.streams_rpckit import StreamsServiceClient
 from rpckit import Code, Context, RpcError
-from rpckit.client import Transport, intercept
+from rpckit.client import Transport
 from rpckit.grpc import GrpcTransport
-from rpckit.http import ConnectTransport
+from rpckit.http import ConnectTransport, GrpcWebTransport, WebSocketTransport
+from rpckit.interceptors import intercept
 from rpckit.interceptors.otel import OpenTelemetry, OpenTelemetryClient, peer_address
 from tests.interceptors.serving import Served, serve_both
+
+pytestmark = pytest.mark.loopback
 
 GET_DOG = "examples.streams.v1.StreamsService/GetDog"
 JSON_STREAM = "examples.streams.v1.StreamsService/JsonStream"
 LIST_FILES = "examples.streams.v1.StreamsService/ListFiles"
-SYSTEMS = {"grpc": "grpc", "connect": "connectrpc", "plain": "http"}
+#: gRPC-Web is gRPC (framed for HTTP/1.1); rpckit's WebSocket sub-protocol is its own system.
+SYSTEMS = {
+    "grpc": "grpc",
+    "grpc-web": "grpc",
+    "connect": "connectrpc",
+    "plain": "http",
+    "websocket": "rpckit_websocket",
+}
 
 
 class TracedExample(StreamsExample):
@@ -110,6 +120,10 @@ async def served(telemetry: Telemetry, tmp_path: Path) -> AsyncIterator[Served]:
 def _transport(dialect: str, served: Served) -> Transport:
     if dialect == "grpc":
         return GrpcTransport(served.grpc)
+    if dialect == "grpc-web":
+        return GrpcWebTransport(served.http)
+    if dialect == "websocket":
+        return WebSocketTransport(served.http)
     return ConnectTransport(served.http)
 
 
@@ -160,6 +174,20 @@ async def test_unary_call_gets_a_server_span_and_a_duration(
     assert (requests.count, requests.sum) == (1, 1)
     (size,) = telemetry.points("rpc.server.response.size")
     assert size.sum > 0
+
+
+@pytest.mark.parametrize("dialect", list(SYSTEMS))
+async def test_rpc_system_name_follows_the_dialect(
+    served: Served, telemetry: Telemetry, dialect: str
+) -> None:
+    """gRPC-Web is reported as gRPC and WebSocket as rpckit's own system, not as ``http``."""
+    await _get_dog(dialect, served, 3, {})
+    (span,) = telemetry.finished(SpanKind.SERVER)
+    attributes = dict(span.attributes or {})
+    assert attributes["rpc.system.name"] == SYSTEMS[dialect]
+    assert attributes.get("rpc.response.status_code") == (None if dialect == "connect" else "OK")
+    (point,) = telemetry.points("rpc.server.call.duration")
+    assert point.attributes["rpc.system.name"] == SYSTEMS[dialect]
 
 
 @pytest.mark.parametrize("dialect", ["grpc", "connect", "plain"])
