@@ -43,6 +43,7 @@ __all__ = [
     "ProtoEncoding",
     "connect_codec",
     "encodings",
+    "from_tree",
     "get",
     "media_type",
     "register",

@@ -23,6 +23,8 @@ from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
     "adapt_requests",
+    "checked_chunks",
+    "declared_size",
     "encode_stream",
     "file_headers",
     "file_upload",

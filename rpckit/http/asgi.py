@@ -26,6 +26,7 @@ from rpckit.service import MethodSpec
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "BodyWriter",
     "BridgeOptions",
     "ClientGone",
     "DisconnectWatch",

@@ -40,12 +40,14 @@ from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
     "ERROR_SENTINEL",
+    "KEEP_ALIVE",
     "PART_END",
     "Deframer",
     "Framing",
     "MediaRange",
     "MultipartEvent",
     "MultipartReader",
+    "Negotiated",
     "NegotiationError",
     "NotAcceptable",
     "PartEnd",

@@ -27,6 +27,10 @@ from rpckit.metadata import Metadata
 from rpckit.nesting import check_json_depth
 
 __all__ = [
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "MAX_CONTROL_SIZE",
     "PREFIX",
     "Control",
     "Start",
@@ -36,6 +40,7 @@ __all__ = [
     "origin_allowed",
     "parse_client_control",
     "parse_server_control",
+    "parse_start",
     "start_frame",
     "subprotocol",
 ]
