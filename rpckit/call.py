@@ -14,6 +14,10 @@ outcome into one status:
 - the deadline: ``deadline_exceeded``;
 - drain (the server shutting down): ``unavailable``, before, during or after the body;
 - the client gone: ``cancelled`` (nothing can be sent; interceptors still see it).
+
+A request refused before its handler (an unsupported content type, a bad header: the
+adapter's head step decides) ends through ``CallRunner.refuse``, so that interceptors, the
+access log and metrics see it like any other call, once, with its status.
 """
 
 from __future__ import annotations
@@ -205,6 +209,35 @@ class CallRunner:
                     self._end(ctx, error, gone=True)
                     raise
                 task.uncancel()
+            return self._end(ctx, error, gone=True)
+        except BaseException:
+            self._end(ctx, error, gone=False)
+            raise
+        return self._end(ctx, error, gone=False)
+
+    async def refuse(
+        self, ctx: Context, error: RpcError, answer: Callable[[RpcError], Awaitable[None]]
+    ) -> Outcome | None:
+        """End a call refused before its handler: ``on_start`` runs (so that observers that
+        start there see it), ``answer`` writes the refusal as the dialect words it, and
+        ``on_end`` gets ``error`` as the outcome (``cancelled`` if the client has gone).
+
+        The refusal is the status whatever ``on_start`` does: an interceptor's rejection
+        (or failure) there is not what the client is sent, so it is not what is recorded.
+        """
+        chain = self.chain
+        if chain.starts:
+            try:
+                await chain.start(ctx)
+            except RpcError:
+                pass  # the refusal stands: it is what the client gets
+            except Exception:
+                log.exception("%s: an interceptor's on_start failed", ctx.method.path)
+        ctx.mark_finishing()
+        try:
+            await answer(error)
+        except ClientGone:
+            ctx.cancel()
             return self._end(ctx, error, gone=True)
         except BaseException:
             self._end(ctx, error, gone=False)

@@ -16,16 +16,19 @@ from starlette.types import ASGIApp
 
 from rpckit.call import CallRunner
 from rpckit.errors import Code, RpcError
+from rpckit.http.adapter import HttpCall, call_context, unknown_method
 from rpckit.http.asgi import Receive, Scope, Send, send_error
 from rpckit.http.connect.endpoint import ConnectEndpoint
-from rpckit.http.dispatch import ByContentType
+from rpckit.http.dispatch import ByContentType, is_grpc_web
 from rpckit.http.grpc_web.endpoint import GrpcWebEndpoint
 from rpckit.http.options import BridgeOptions
 from rpckit.http.rest.endpoint import PlainRoute, PlainRouter
 from rpckit.http.rest.routes import PathTemplate, validate_rules
 from rpckit.http.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
 from rpckit.http.websocket.script import SCRIPT_PATH, script_endpoint
+from rpckit.http.wire import Head, Refusal, request_metadata
 from rpckit.interceptors import Interceptor
+from rpckit.metadata import Metadata
 from rpckit.service import Service
 
 __all__ = ["Bridge", "BridgeOptions", "Cors", "Lifecycle", "create_app"]
@@ -190,7 +193,9 @@ class Bridge:
             socket = self.websockets.get(scope["path"]) if scope["type"] == "websocket" else None
             if socket is not None:
                 await socket(scope, receive, send)
-            return  # no route: the server refuses the WebSocket
+            elif scope["type"] == "websocket":  # no route: the server refuses the WebSocket
+                await self._unknown_method(scope, receive, send)
+            return
         endpoint = self.connect.get(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
@@ -209,8 +214,36 @@ class Bridge:
             error = RpcError(Code.UNIMPLEMENTED, f"{scope['method']} is not allowed here")
             await send_error(send, 405, error, [(b"allow", ", ".join(allowed).encode())])
             return
-        error = RpcError(Code.UNIMPLEMENTED, f"no route for {scope['method']} {scope['path']}")
-        await send_error(send, 404, error, [])
+        await self._unknown_method(scope, receive, send)
+
+    async def _unknown_method(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """404 (a WebSocket: refused unanswered, the server says 403); a path shaped like a
+        method (``/<package>.<Service>/<Method>``) is a call to a method the bridge does not
+        serve, refused through the runner so that interceptors and the access log see it."""
+        websocket = scope["type"] == "websocket"
+        verb = "WEBSOCKET" if websocket else scope["method"]
+        error = Refusal(Code.UNIMPLEMENTED, f"no route for {verb} {scope['path']}", status=404)
+        method = unknown_method(scope["path"])
+        if method is None:
+            if not websocket:
+                await send_error(send, 404, error, [])
+            return
+        dialect = "websocket" if websocket else "grpc-web" if is_grpc_web(scope) else "connect"
+        head = Head(request_metadata(Metadata.from_asgi(scope["headers"])), refusal=error)
+        if websocket:
+            ctx = call_context(method, scope, head, dialect, "websocket")
+            await self.runner.refuse(ctx, error, _unanswered)
+        else:
+            call = HttpCall(self.runner, method, _no_handler, scope, receive, send, head, dialect)
+            await call.refuse(error)
+
+
+def _no_handler(*args: Any) -> None:
+    """The handler of a method the bridge does not serve: never called (the call is refused)."""
+
+
+async def _unanswered(error: RpcError) -> None:
+    """A refused WebSocket handshake left unanswered: the server refuses it (HTTP 403)."""
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,11 +17,10 @@ from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.options import BridgeOptions
-from rpckit.http.wire import error_json, parse_timeout, request_metadata
+from rpckit.http.wire import error_json
 from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
-from rpckit.service import MethodSpec
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -34,7 +32,6 @@ __all__ = [
     "Scope",
     "Send",
     "body_chunks",
-    "call_context",
     "compress_message",
     "encode_response",
     "header_list",
@@ -48,23 +45,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: Seconds a call runs before a task starts watching for its client to leave.
 WATCH_DELAY = 0.002
-
-
-def call_context(
-    method: MethodSpec[Any, Any], scope: Scope, headers: Metadata, dialect: str
-) -> Context:
-    """The handler's Context for an HTTP request: metadata, peer, Connect-Timeout-Ms deadline."""
-    timeout = parse_timeout(headers.get("connect-timeout-ms"))
-    client = scope.get("client")
-    return Context(
-        method,
-        transport="http",
-        dialect=dialect,
-        request_headers=request_metadata(headers),
-        peer=f"{client[0]}:{client[1]}" if client else "",
-        deadline=None if timeout is None else time.monotonic() + timeout,
-        query=scope.get("query_string", b""),
-    )
 
 
 def encode_response(codec: Encoding, message: Message, limit: int) -> bytes:

@@ -1,5 +1,6 @@
 """The bridge's shared wire rules, free of I/O: the 5-byte message envelope (Connect and
-gRPC-Web streams), the JSON error object (Connect's, also used by the REST routes' error
+gRPC-Web streams), a request's head as the dialects read it (``Head``, ``Refusal``), the JSON
+error object (Connect's, also used by the REST routes' error
 bodies and in-band errors and by WebSocket's end frame), metadata as JSON, the millisecond
 timeout header and which request headers are call metadata."""
 
@@ -14,14 +15,20 @@ from typing import Any
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
+from rpckit.compression import Compression, CompressionRegistry
+from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.metadata import Metadata
 from rpckit.numbers import parse_int
 
 __all__ = [
     "FLAG_COMPRESSED",
+    "ONE_REQUEST",
     "PROTOCOL_HEADERS",
     "EnvelopeReader",
+    "Head",
+    "Refusal",
+    "compression_named",
     "envelope",
     "error_from_json",
     "error_json",
@@ -56,13 +63,16 @@ def envelope(data: bytes, flags: int = 0) -> bytes:
 
 
 class EnvelopeReader:
-    """Splits a byte stream into (flags, message) pairs as chunks arrive.
+    """Splits a byte stream into (flags, message) pairs as chunks arrive: Connect's envelopes
+    and gRPC-Web's frames alike (the trailer flag 0x80 is just a flag to the reader).
 
     Rejects a message longer than ``max_size`` from its header alone, before buffering it.
+    ``body`` names the stream in error messages (a client reads a ``response body``).
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, body: str = "request body") -> None:
         self.max_size = max_size
+        self.body = body
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
@@ -92,8 +102,78 @@ class EnvelopeReader:
         if self._buffer:
             raise RpcError(
                 Code.INVALID_ARGUMENT,
-                f"stream ended inside an envelope ({len(self._buffer)} bytes left over)",
+                f"{self.body} ended inside a message ({len(self._buffer)} bytes left over)",
             )
+
+
+#: The one error text of every dialect for a unary or server-streaming call that did not get
+#: exactly one request message.
+ONE_REQUEST = "the call takes exactly one request message"
+
+
+class Refusal(RpcError):
+    """A request refused before its handler runs (an unsupported content type or verb...).
+
+    ``status`` is the HTTP status of the answer where the dialect refuses at the HTTP level
+    (415, 405...), with ``headers`` (``Accept-Post``, ``Allow``); None where it answers the
+    way it ends any call (Connect's error JSON, an end-of-stream message, a trailer frame).
+    """
+
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(code, message)
+        self.status = status
+        self.headers = headers or []
+
+
+class Head:
+    """What a dialect's head step (no I/O) makes of a request's headers: the codec, the
+    request compression, the timeout, the call metadata, or the refusal of the request."""
+
+    __slots__ = ("codec", "compression", "compression_name", "metadata", "refusal", "timeout")
+
+    def __init__(
+        self,
+        metadata: Metadata,
+        *,
+        codec: Encoding | None = None,
+        compression: Compression | None = None,
+        compression_name: str | None = None,
+        timeout: float | None = None,
+        refusal: RpcError | None = None,
+    ) -> None:
+        #: The call metadata (request headers without the protocol's own).
+        self.metadata = metadata
+        #: The message codec (None only for a refusal that comes before it is known).
+        self.codec = codec
+        #: The request messages' compression; None when uncompressed.
+        self.compression = compression
+        #: Its name as the request gave it (``Context.request_compression``).
+        self.compression_name = compression_name
+        #: Seconds the client gives the call; None for no deadline.
+        self.timeout = timeout
+        #: Why the request is refused before its handler (None: it is not).
+        self.refusal = refusal
+
+
+def compression_named(
+    name: str | None, registry: CompressionRegistry, header: str = "compression"
+) -> Compression | None:
+    """The compression a request names (None for none or ``identity``); ``unimplemented``
+    naming ``header`` and what is supported when the bridge does not have it."""
+    if name is None or name == "identity":
+        return None
+    compression = registry.get(name)
+    if compression is None:
+        supported = ", ".join(["identity", *registry.names()])
+        raise RpcError(Code.UNIMPLEMENTED, f"unsupported {header} {name!r}; supported: {supported}")
+    return compression
 
 
 def parse_timeout(value: str | None) -> float | None:

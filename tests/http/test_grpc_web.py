@@ -71,7 +71,7 @@ def test_frames_split_across_chunks_and_limit() -> None:
     assert too_big.value.code is Code.RESOURCE_EXHAUSTED
     cut = FrameReader(10)
     list(cut.feed(frame(b"abc")[:6]))
-    with pytest.raises(RpcError, match="inside a frame"):
+    with pytest.raises(RpcError, match="request body ended inside a message"):
         cut.close()
 
 
@@ -153,6 +153,7 @@ def split(body: bytes) -> tuple[list[bytes], dict[str, str]]:
     return messages, trailers
 
 
+@pytest.mark.process
 async def test_grpc_web_text_with_httpx(base_url: str) -> None:
     headers = {"content-type": "application/grpc-web-text", "x-grpc-web": "1"}
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
@@ -213,6 +214,7 @@ async def test_grpc_web_text_with_httpx(base_url: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["binary", "json"])
+@pytest.mark.process
 async def test_connect_node_grpc_web_transport(base_url: str, es_code: Path, mode: str) -> None:
     script = ROOT / "tests" / "node" / "grpc_web_client.mjs"
     result = await run_client("node", str(script), base_url, str(es_code), mode)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,32 +20,29 @@ from google.protobuf.message import Message
 from rpckit.call import CallRunner
 from rpckit.compression import Compression, CompressionRegistry, negotiate
 from rpckit.context import Context
-from rpckit.encodings import Encoding, connect_codec
+from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
+from rpckit.http.adapter import HttpCall
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
-    DisconnectWatch,
     Receive,
     Scope,
     Send,
-    body_chunks,
-    call_context,
     compress_message,
     encode_response,
     header_list,
-    read_body,
     send_error,
 )
 from rpckit.http.connect.protocol import (
     FLAG_END_STREAM,
-    PROTOCOL_VERSION,
     TRAILER_PREFIX,
     end_stream,
+    parse_head,
 )
-from rpckit.http.wire import FLAG_COMPRESSED, EnvelopeReader, envelope
+from rpckit.http.wire import FLAG_COMPRESSED, Head, envelope
 from rpckit.metadata import Metadata
-from rpckit.service import Idempotency, MethodKind, MethodSpec
+from rpckit.service import MethodKind, MethodSpec
 from rpckit.streams import Event
 
 __all__ = ["ConnectEndpoint"]
@@ -53,7 +51,7 @@ Handler = Callable[..., Any]
 
 
 class ConnectEndpoint:
-    """The ASGI app for one method: parses the call and hands it to the runner."""
+    """The ASGI app for one method: reads the call's head, hands the call to the runner."""
 
     def __init__(
         self,
@@ -68,58 +66,35 @@ class ConnectEndpoint:
         self.runner = runner if runner is not None else CallRunner()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verb = scope["method"]
+        options = self.options
         headers = Metadata.from_asgi(scope["headers"])
-        try:
-            if scope["method"] == "POST":
-                if self.method.kind is MethodKind.UNARY:
-                    await self._post(scope, receive, send, headers)
-                else:
-                    await self._stream(scope, receive, send, headers)
-            elif scope["method"] == "GET":
-                await self._get(scope, receive, send, headers)
-            else:
-                raise _Reject(405, Code.UNIMPLEMENTED, "Connect calls use POST (or GET)")
-        except _Reject as reject:
-            await send_error(send, reject.status, reject.error, reject.headers)
-
-    # --- request parsing -------------------------------------------------------------------
-
-    def _codec(self, content_type: str | None, *, streaming: bool) -> Encoding:
-        parsed = connect_codec(content_type or "")
-        codec = self.options.encodings.get(parsed[0]) if parsed else None
-        if parsed is None or codec is None or parsed[1] != streaming:
-            prefix = "application/connect+" if streaming else "application/"
-            accepted = [prefix + name for name in self.options.encodings.names()]
-            raise _Reject(
-                415,
-                Code.UNIMPLEMENTED,
-                f"unsupported content type {content_type!r}; accepted: {', '.join(accepted)}",
-                [(b"accept-post", ", ".join(accepted).encode())],
+        query = _query(scope) if verb == "GET" else _NO_QUERY
+        head = parse_head(
+            verb,
+            self.method,
+            headers,
+            query,
+            options.encodings,
+            options.compressions,
+            require_version=options.require_protocol_version,
+        )
+        call = HttpCall(
+            self.runner, self.method, self.handler, scope, receive, send, head, "connect"
+        )
+        codec = head.codec
+        if codec is None:  # refused before the codec is known: at the HTTP level
+            assert head.refusal is not None
+            await call.refuse(head.refusal)
+        elif self.method.kind is MethodKind.UNARY:
+            get = verb == "GET"
+            accept = headers.get("accept-encoding") or (
+                query.get("compression") if get else head.compression_name
             )
-        return codec
-
-    def _compression(self, name: str | None) -> Compression | None:
-        if name is None or name == "identity":
-            return None
-        compression = self.options.compressions.get(name)
-        if compression is None:
-            supported = ", ".join(["identity", *self.options.compressions.names()])
-            raise RpcError(
-                Code.UNIMPLEMENTED, f"unsupported compression {name!r}; supported: {supported}"
-            )
-        return compression
-
-    def _context(self, scope: Scope, headers: Metadata, compression: str | None) -> Context:
-        version = headers.get("connect-protocol-version")
-        if version is not None and version != PROTOCOL_VERSION:
-            raise RpcError(
-                Code.INVALID_ARGUMENT, f"unsupported connect-protocol-version {version!r}"
-            )
-        if version is None and self.options.require_protocol_version:
-            raise RpcError(Code.INVALID_ARGUMENT, "missing connect-protocol-version header")
-        ctx = call_context(self.method, scope, headers, "connect")
-        ctx.request_compression = None if compression in (None, "identity") else compression
-        return ctx
+            await self._unary(call, head, _UnaryResponder(send, codec, accept, options), query)
+        else:
+            accept = headers.get("connect-accept-encoding") or head.compression_name
+            await self._stream(call, head, _StreamResponder(send, codec, accept, options))
 
     def _decode(self, codec: Encoding, data: bytes, compression: Compression | None) -> Any:
         if compression is not None and data:
@@ -128,146 +103,50 @@ class ConnectEndpoint:
 
     # --- unary -----------------------------------------------------------------------------
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
-        codec = self._codec(headers.get("content-type"), streaming=False)
-        encoding = headers.get("content-encoding")
-        accept = headers.get("accept-encoding") or encoding
-        responder = _UnaryResponder(send, codec, accept, self.options)
-        try:
-            ctx = self._context(scope, headers, encoding)
-            compression = self._compression(encoding)
-        except RpcError as error:
-            await responder.reject(error)
+    async def _unary(
+        self, call: HttpCall, head: Head, responder: _UnaryResponder, query: dict[str, str]
+    ) -> None:
+        if head.refusal is not None:
+            await call.refuse(head.refusal, responder.reject)
             return
-        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
+        codec, compression = responder.codec, head.compression
+        limit = self.options.max_message_size
+        get = query is not _NO_QUERY
 
         async def read() -> Message:
-            body = await read_body(receive, self.options.max_message_size)
-            ctx.stats.bytes_in += len(body)
-            watch.start()
+            if not get:
+                body = await call.body(limit)
+            else:  # nothing to read: the request is in the URL
+                body = _get_message(query, limit)
+                call.ctx.stats.bytes_in += len(body)
             message: Message = self._decode(codec, body, compression)
             return message
 
-        try:
-            await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
-        finally:
-            watch.stop()
-
-    async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
-        if (
-            self.method.kind is not MethodKind.UNARY
-            or self.method.idempotency is not Idempotency.NO_SIDE_EFFECTS
-        ):
-            raise _Reject(
-                405,
-                Code.UNIMPLEMENTED,
-                f"{self.method.name} has side effects: call it with POST",
-                [(b"allow", b"POST")],
-            )
-        query = _query(scope)
-        codec = self._codec(f"application/{query.get('encoding', '')}", streaming=False)
-        accept = headers.get("accept-encoding") or query.get("compression")
-        responder = _UnaryResponder(send, codec, accept, self.options)
-        try:
-            ctx = self._context(scope, headers, query.get("compression"))
-            if query.get("connect", "v1") != "v1":
-                raise RpcError(Code.INVALID_ARGUMENT, f"unsupported connect={query['connect']}")
-            compression = self._compression(query.get("compression"))
-        except RpcError as error:
-            await responder.reject(error)
-            return
-
-        async def read() -> Message:
-            raw = query.get("message", "")
-            if query.get("base64") == "1":
-                try:
-                    data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-                except (binascii.Error, ValueError):
-                    raise RpcError(Code.INVALID_ARGUMENT, "message is not valid base64") from None
-            else:
-                data = raw.encode("utf-8", errors="surrogateescape")
-            if len(data) > self.options.max_message_size:
-                raise message_too_large(self.options.max_message_size)
-            ctx.stats.bytes_in += len(data)
-            message: Message = self._decode(codec, data, compression)
-            return message
-
-        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
-        watch.start()
-        try:
-            await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
-        finally:
-            watch.stop()
+        await call.run(read, responder, read=get)
 
     # --- streams ---------------------------------------------------------------------------
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, headers: Metadata) -> None:
-        codec = self._codec(headers.get("content-type"), streaming=True)
-        encoding = headers.get("connect-content-encoding")
-        responder = _StreamResponder(
-            send, codec, headers.get("connect-accept-encoding") or encoding, self.options
+    async def _stream(self, call: HttpCall, head: Head, responder: _StreamResponder) -> None:
+        if head.refusal is not None:
+            await call.refuse(head.refusal, responder.reject)
+            return
+        requests = call.messages(
+            call.chunks(),
+            responder.codec,
+            head,
+            self.options.max_message_size,
+            final_flag=FLAG_END_STREAM,
+            final_error="end-of-stream flag in a request stream",
+            encoding_header="connect-content-encoding",
         )
         try:
-            ctx = self._context(scope, headers, encoding)
-            in_compression = self._compression(encoding)
-            if self.method.kind is MethodKind.BIDI_STREAM:
-                raise RpcError(
-                    Code.UNIMPLEMENTED,
-                    f"{self.method.name} is a bidi stream: it needs HTTP/2; call it over gRPC",
-                )
-        except RpcError as error:
-            await responder.reject(error)
-            return
-        requests = self._messages(receive, codec, in_compression, ctx)
-        try:
             if self.method.kind is MethodKind.CLIENT_STREAM:
-                await self.runner.run(ctx, self.handler, requests, responder)
-                return
-            watch = DisconnectWatch(receive, ctx, self.runner.current_task())
-
-            async def read() -> Message:
-                request: Message | None = await anext(requests, None)
-                if request is None:
-                    raise RpcError(
-                        Code.INVALID_ARGUMENT, "a server-streaming call needs one request"
-                    )
-                if await anext(requests, None) is not None:
-                    raise RpcError(
-                        Code.INVALID_ARGUMENT, "a server-streaming call takes one request"
-                    )
-                watch.start()
-                return request
-
-            try:
-                await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
-            finally:
-                watch.stop()
+                await call.run(requests, responder, watch=False)
+            else:
+                await call.run(partial(call.one, requests), responder)
         finally:
             await responder.body.abort()  # a no-op once the body is complete
             await requests.aclose()
-
-    async def _messages(
-        self, receive: Receive, codec: Encoding, compression: Compression | None, ctx: Context
-    ) -> AsyncGenerator[Any, None]:
-        reader = EnvelopeReader(self.options.max_message_size)
-        stats = ctx.stats
-        # A server stream's one request is counted by the runner, a client stream's here.
-        count = 1 if self.method.kind.client_streams else 0
-        async for chunk in body_chunks(receive):
-            stats.bytes_in += len(chunk)
-            for flags, data in reader.feed(chunk):
-                if flags & FLAG_END_STREAM:
-                    raise RpcError(Code.INVALID_ARGUMENT, "end-of-stream flag in a request stream")
-                if flags & FLAG_COMPRESSED:
-                    if compression is None:
-                        raise RpcError(
-                            Code.INVALID_ARGUMENT,
-                            "compressed message without connect-content-encoding",
-                        )
-                    data = compression.decompress(data, self.options.max_message_size)
-                stats.messages_in += count
-                yield codec.decode(data, self.method.input)
-        reader.close()
 
 
 def _response_compression(
@@ -302,7 +181,7 @@ class _UnaryResponder:
         return False
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
-        data = self.codec.encode(message)
+        data = encode_response(self.codec, message, self.options.max_message_size)
         headers = [(b"content-type", self.codec.content_type.encode())]
         chosen, compression = _response_compression(ctx, self.accept, self.options.compressions)
         if not chosen and len(data) < self.options.compress_min_bytes:
@@ -389,22 +268,24 @@ class _StreamResponder:
         await self.body.close(envelope(end_stream(error, ()), FLAG_END_STREAM))
 
 
-class _Reject(Exception):
-    """A request refused at the HTTP level, before any call starts."""
-
-    def __init__(
-        self,
-        status: int,
-        code: Code,
-        message: str,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = RpcError(code, message)
-        self.headers = headers or []
-
-
 def _query(scope: Scope) -> dict[str, str]:
     raw = scope.get("query_string", b"").decode("latin-1")
     return dict(parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
+
+
+_NO_QUERY: dict[str, str] = {}
+
+
+def _get_message(query: dict[str, str], limit: int) -> bytes:
+    """A GET request's message from its query (``message``, ``base64=1``), within the limit."""
+    raw = query.get("message", "")
+    if query.get("base64") == "1":
+        try:
+            data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except (binascii.Error, ValueError):
+            raise RpcError(Code.INVALID_ARGUMENT, "message is not valid base64") from None
+    else:
+        data = raw.encode("utf-8", errors="surrogateescape")
+    if len(data) > limit:
+        raise message_too_large(limit)
+    return data

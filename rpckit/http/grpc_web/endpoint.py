@@ -9,45 +9,37 @@ status in the trailer frame. The wire rules live in ``rpckit.http.grpc_web.proto
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
-
-from google.protobuf.message import Message
 
 from rpckit.call import CallRunner
 from rpckit.compression import Compression, negotiate
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
+from rpckit.http.adapter import HttpCall
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
-    DisconnectWatch,
     Receive,
     Scope,
     Send,
-    body_chunks,
     compress_message,
     encode_response,
     header_list,
-    send_error,
 )
 from rpckit.http.grpc_web.protocol import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
     Base64Decoder,
-    FrameReader,
     GrpcWebType,
-    encode_message,
     frame,
-    parse_content_type,
-    parse_grpc_timeout,
-    request_metadata,
+    parse_head,
     trailer_frame,
 )
 from rpckit.metadata import Metadata
-from rpckit.service import MethodKind, MethodSpec
+from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
@@ -73,123 +65,50 @@ class GrpcWebEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Metadata.from_asgi(scope["headers"])
-        kind = parse_content_type(headers.get("content-type") or "")
-        codec = self.options.encodings.get(kind.codec) if kind is not None else None
-        if kind is None or codec is None:
-            names = ["", *(f"+{name}" for name in self.options.encodings.names())]
-            accepted = ", ".join(f"application/grpc-web{name}" for name in names)
-            error = RpcError(
-                Code.UNIMPLEMENTED,
-                f"unsupported content type {headers.get('content-type')!r}; accepted: {accepted}",
-            )
-            # 415 as gRPC's HTTP/2 spec asks, with the code in grpc-status (gRPC-Web clients
-            # read it from a trailers-only answer) and a JSON body, like Connect and the routes.
-            status = [
-                (b"grpc-status", b"%d" % error.code),
-                (b"grpc-message", encode_message(error.message).encode("latin-1", "replace")),
-                (b"accept-post", accepted.encode()),
-            ]
-            await send_error(send, 415, error, status)
-            return
-        if scope["method"] != "POST":
-            error = RpcError(Code.UNIMPLEMENTED, "gRPC-Web calls use POST")
-            await send_error(send, 405, error, [(b"allow", b"POST")])
+        options = self.options
+        kind, head = parse_head(
+            scope["method"], self.method, headers, options.encodings, options.compressions
+        )
+        call = HttpCall(
+            self.runner, self.method, self.handler, scope, receive, send, head, "grpc-web"
+        )
+        codec = head.codec
+        if kind is None or codec is None:  # refused at the HTTP level
+            assert head.refusal is not None
+            await call.refuse(head.refusal)
             return
         responder = _Responder(send, kind, codec, headers.get("grpc-accept-encoding"), self)
-        try:
-            ctx = self._context(scope, headers)
-            compression = self._compression(headers.get("grpc-encoding"))
-            if self.method.kind is MethodKind.BIDI_STREAM:
-                raise RpcError(
-                    Code.UNIMPLEMENTED,
-                    f"{self.method.name} is a bidi stream: gRPC-Web over HTTP/1.1 cannot carry "
-                    "it; call it over gRPC or the WebSocket transport",
-                )
-        except RpcError as error:
-            await responder.reject(error)
+        if head.refusal is not None:
+            await call.refuse(head.refusal, responder.reject)
             return
-        requests = self._messages(receive, kind.text, codec, compression, ctx)
+        chunks = call.chunks()
+        requests = call.messages(
+            _base64_decoded(chunks) if kind.text else chunks,
+            codec,
+            head,
+            options.max_message_size,
+            final_flag=FLAG_TRAILER,
+            final_error="trailer frame in a request body",
+            encoding_header="grpc-encoding",
+        )
         try:
             if self.method.kind.client_streams:
-                await self.runner.run(ctx, self.handler, requests, responder)
-                return
-            watch = DisconnectWatch(receive, ctx, self.runner.current_task())
-
-            async def read() -> Message:
-                request: Message | None = await anext(requests, None)
-                if request is None:
-                    raise RpcError(Code.INVALID_ARGUMENT, f"{self.method.name} needs one request")
-                if await anext(requests, None) is not None:
-                    raise RpcError(
-                        Code.INVALID_ARGUMENT, f"{self.method.name} takes exactly one request"
-                    )
-                watch.start()
-                return request
-
-            try:
-                await self.runner.run(ctx, self.handler, read, responder, task=watch.target)
-            finally:
-                watch.stop()
+                await call.run(requests, responder, watch=False)
+            else:
+                await call.run(partial(call.one, requests), responder)
         finally:
             await responder.body.abort()  # a no-op once the body is complete
             await requests.aclose()
 
-    def _context(self, scope: Scope, headers: Metadata) -> Context:
-        timeout = parse_grpc_timeout(headers.get("grpc-timeout"))
-        client = scope.get("client")
-        ctx = Context(
-            self.method,
-            transport="http",
-            dialect="grpc-web",
-            request_headers=request_metadata(headers),
-            peer=f"{client[0]}:{client[1]}" if client else "",
-            deadline=None if timeout is None else time.monotonic() + timeout,
-        )
-        encoding = headers.get("grpc-encoding")
-        ctx.request_compression = None if encoding in (None, "identity") else encoding
-        return ctx
 
-    def _compression(self, name: str | None) -> Compression | None:
-        if name is None or name == "identity":
-            return None
-        compression = self.options.compressions.get(name)
-        if compression is None:
-            supported = ", ".join(["identity", *self.options.compressions.names()])
-            raise RpcError(
-                Code.UNIMPLEMENTED, f"unsupported grpc-encoding {name!r}; supported: {supported}"
-            )
-        return compression
-
-    async def _messages(
-        self,
-        receive: Receive,
-        text: bool,
-        codec: Encoding,
-        compression: Compression | None,
-        ctx: Context,
-    ) -> AsyncGenerator[Any, None]:
-        limit = self.options.max_message_size
-        reader = FrameReader(limit)
-        decoder = Base64Decoder() if text else None
-        stats = ctx.stats
-        async for chunk in body_chunks(receive):
-            stats.bytes_in += len(chunk)
-            if decoder is not None:
-                chunk = decoder.feed(chunk)
-            for flags, data in reader.feed(chunk):
-                if flags & FLAG_TRAILER:
-                    raise RpcError(Code.INVALID_ARGUMENT, "trailer frame in a request body")
-                if flags & FLAG_COMPRESSED:
-                    if compression is None:
-                        raise RpcError(
-                            Code.INVALID_ARGUMENT, "compressed message without grpc-encoding"
-                        )
-                    data = compression.decompress(data, limit)
-                stats.messages_in += 1
-                yield codec.decode(data, self.method.input)
-        if decoder is not None:
-            decoder.close()
-        reader.close()
+async def _base64_decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A ``grpc-web-text`` body, decoded as it arrives."""
+    decoder = Base64Decoder()
+    async for chunk in chunks:
+        data = decoder.feed(chunk)
+        if data:
+            yield data
+    decoder.close()
 
 
 class _Responder:

@@ -3,9 +3,10 @@ the base64 ``-text`` variant (decoded and encoded incrementally), ``grpc-timeout
 ``grpc-message`` escaping, and the status a client reads from trailers. Server, client and
 tests build on these.
 
-A gRPC-Web body is a sequence of 5-byte-prefixed frames (flags, big-endian length) like
-gRPC's: flag 0x01 marks a compressed message, flag 0x80 the trailer frame, whose payload is
-HTTP/1-style ``key: value\\r\\n`` lines (``grpc-status``, ``grpc-message``, metadata).
+A gRPC-Web body is a sequence of 5-byte-prefixed frames (flags, big-endian length), the
+envelope Connect uses too (``rpckit.http.wire``): flag 0x01 marks a compressed message, flag
+0x80 the trailer frame, whose payload is HTTP/1-style ``key: value\\r\\n`` lines
+(``grpc-status``, ``grpc-message``, metadata).
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ import base64
 import binascii
 import math
 import re
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, unquote
 
-from rpckit.errors import Code, RpcError, message_too_large
+from rpckit.compression import CompressionRegistry
+from rpckit.encodings import EncodingRegistry
+from rpckit.errors import Code, RpcError
+from rpckit.http.wire import (
+    FLAG_COMPRESSED,
+    EnvelopeReader,
+    Head,
+    Refusal,
+    compression_named,
+    envelope,
+)
 from rpckit.metadata import Metadata, decode_bin
+from rpckit.service import MethodKind, MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, details_from_status
 
 __all__ = [
@@ -35,6 +47,7 @@ __all__ = [
     "frame",
     "parse_content_type",
     "parse_grpc_timeout",
+    "parse_head",
     "parse_trailers",
     "request_metadata",
     "response_metadata",
@@ -42,9 +55,7 @@ __all__ = [
     "trailer_frame",
 ]
 
-FLAG_COMPRESSED = 0x01
 FLAG_TRAILER = 0x80
-_HEADER = struct.Struct(">BI")
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 #: Request headers that belong to the protocol, not to the call's metadata.
@@ -81,6 +92,62 @@ class GrpcWebType:
         return f"application/grpc-web{'-text' if self.text else ''}+{self.codec}"
 
 
+def parse_head(
+    verb: str,
+    method: MethodSpec[Any, Any],
+    headers: Metadata,
+    encodings: EncodingRegistry,
+    compressions: CompressionRegistry,
+) -> tuple[GrpcWebType | None, Head]:
+    """The gRPC-Web type a request asks for and what its head asks for, or why it is
+    refused before the handler.
+
+    Refused at the HTTP level (a ``Refusal`` with its status, the type None): a content type
+    that is no gRPC-Web type of a codec of the bridge (415 as gRPC's HTTP/2 spec asks, with
+    the code in ``grpc-status`` for clients that read a trailers-only answer, and
+    ``Accept-Post``), a verb other than POST (405). Refused as the call would end (a trailer
+    frame): a malformed ``grpc-timeout``, an unknown ``grpc-encoding``, a bidi stream.
+    """
+    metadata = request_metadata(headers)
+    content_type = headers.get("content-type")
+    kind = parse_content_type(content_type or "")
+    codec = encodings.get(kind.codec) if kind is not None else None
+    if kind is None or codec is None:
+        names = ["", *(f"+{name}" for name in encodings.names())]
+        accepted = ", ".join(f"application/grpc-web{name}" for name in names)
+        message = f"unsupported content type {content_type!r}; accepted: {accepted}"
+        status = [
+            (b"grpc-status", b"%d" % Code.UNIMPLEMENTED),
+            (b"grpc-message", encode_message(message).encode("latin-1", "replace")),
+            (b"accept-post", accepted.encode()),
+        ]
+        refusal = Refusal(Code.UNIMPLEMENTED, message, status=415, headers=status)
+        return None, Head(metadata, refusal=refusal)
+    if verb != "POST":
+        refusal = Refusal(
+            Code.UNIMPLEMENTED, "gRPC-Web calls use POST", status=405, headers=[(b"allow", b"POST")]
+        )
+        return None, Head(metadata, refusal=refusal)
+    encoding = headers.get("grpc-encoding")
+    head = Head(
+        metadata,
+        codec=codec,
+        compression_name=None if encoding in (None, "identity") else encoding,
+    )
+    try:
+        head.timeout = parse_grpc_timeout(headers.get("grpc-timeout"))
+        head.compression = compression_named(encoding, compressions, "grpc-encoding")
+        if method.kind is MethodKind.BIDI_STREAM:
+            raise RpcError(
+                Code.UNIMPLEMENTED,
+                f"{method.name} is a bidi stream: gRPC-Web over HTTP/1.1 cannot carry "
+                "it; call it over gRPC or the WebSocket transport",
+            )
+    except RpcError as error:
+        head.refusal = error
+    return kind, head
+
+
 def parse_content_type(value: str) -> GrpcWebType | None:
     """The gRPC-Web type of a ``Content-Type`` value, or None if it is not gRPC-Web."""
     main = value.split(";", 1)[0].strip().lower()
@@ -93,44 +160,10 @@ def parse_content_type(value: str) -> GrpcWebType | None:
     return None
 
 
-def frame(data: bytes, flags: int = 0) -> bytes:
-    """One frame: a flags byte, a 4-byte big-endian length, the data."""
-    return _HEADER.pack(flags, len(data)) + data
-
-
-class FrameReader:
-    """Splits a byte stream into (flags, data) frames as chunks arrive.
-
-    A frame longer than ``max_size`` is refused from its header alone, before it is buffered.
-    ``body`` names the stream in error messages (a client reads a ``response body``).
-    """
-
-    def __init__(self, max_size: int, *, body: str = "request body") -> None:
-        self.max_size = max_size
-        self.body = body
-        self._buffer = bytearray()
-
-    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
-        """Add a chunk; yield every frame it completes."""
-        self._buffer += chunk
-        while len(self._buffer) >= _HEADER.size:
-            flags, length = _HEADER.unpack_from(self._buffer)
-            if length > self.max_size:
-                raise message_too_large(self.max_size)
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                return
-            data = bytes(self._buffer[_HEADER.size : end])
-            del self._buffer[:end]
-            yield flags, data
-
-    def close(self) -> None:
-        """The body ended: fail if it stopped inside a frame."""
-        if self._buffer:
-            raise RpcError(
-                Code.INVALID_ARGUMENT,
-                f"{self.body} ended inside a frame ({len(self._buffer)} bytes left over)",
-            )
+#: One frame (a flags byte, a 4-byte big-endian length, the data): the bridge's envelope.
+frame = envelope
+#: Splits a body into (flags, data) frames: the bridge's envelope reader.
+FrameReader = EnvelopeReader
 
 
 class Base64Decoder:

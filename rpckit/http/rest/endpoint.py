@@ -26,17 +26,14 @@ from rpckit.call import CallRunner, Prepared, Request
 from rpckit.context import Context
 from rpckit.errors import Code, RpcError
 from rpckit.files import sanitize_filename
+from rpckit.http.adapter import HttpCall, checked_size
 from rpckit.http.asgi import (
     BodyWriter,
     BridgeOptions,
-    DisconnectWatch,
     Receive,
     Scope,
     Send,
-    body_chunks,
-    call_context,
     header_list,
-    read_body,
     send_error,
 )
 from rpckit.http.rest.filesend import send_file
@@ -63,6 +60,7 @@ from rpckit.http.rest.routes import (
     encode_response_body,
     response_item,
 )
+from rpckit.http.wire import Head, parse_timeout, request_metadata
 from rpckit.metadata import Metadata
 from rpckit.numbers import try_int
 from rpckit.service import HttpRule, MethodKind, MethodSpec
@@ -150,47 +148,55 @@ class PlainRouter:
             {r.rule.method for r in self.routes if r.template.match(raw_path) is not None}
         )
 
+    def head(self, method: MethodSpec[Any, Any], headers: Metadata) -> Head:
+        """The head step of a plain route (no I/O): the call metadata, the timeout, and the
+        refusal of a bidi method (HTTP/1.1 cannot carry it) or of an Accept that nothing the
+        route produces satisfies (406); the answer's media type itself is chosen by the
+        responder's ``negotiate`` (remembered per Accept value)."""
+        head = Head(request_metadata(headers))
+        try:
+            head.timeout = parse_timeout(headers.get("connect-timeout-ms"))
+            if method.kind is MethodKind.BIDI_STREAM:
+                raise RpcError(
+                    Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: call it over gRPC"
+                )
+        except RpcError as error:
+            head.refusal = error
+        return head
+
     async def serve(
         self, route: PlainRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Serve one matched request: decode it, hand it to the runner, write its answer."""
         headers = Metadata.from_asgi(scope["headers"])
         method = route.method
-        ctx = call_context(method, scope, headers, "plain")
+        head = self.head(method, headers)
+        call = HttpCall(self.runner, method, route.handler, scope, receive, send, head, "plain")
         responder = _PlainResponder(self, route, scope, receive, send, headers)
-        if method.kind is MethodKind.BIDI_STREAM:
-            error = RpcError(
-                Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: call it over gRPC"
-            )
-            await responder.finish(ctx, error)
+        if head.refusal is None:
+            try:
+                responder.negotiate()
+            except NegotiationError as error:
+                head.refusal = error
+        if head.refusal is not None:
+            await call.refuse(head.refusal, partial(responder.finish, call.ctx))
             return
-        try:
-            responder.negotiate()
-        except NegotiationError as error:
-            await responder.finish(ctx, error)
-            return
-        watch = DisconnectWatch(receive, ctx, self.runner.current_task())
         request: Request
         if method.kind is MethodKind.CLIENT_STREAM or route.rule.body:
-            call = _PlainRequest(self.options, route, params, scope, receive, headers, ctx)
-            call.skip = self.runner.chain.query_parameters
-            if method.kind is MethodKind.CLIENT_STREAM:
-                request = Prepared(call.upload)
-            else:
-
-                async def request() -> Message:
-                    message = await call.message()
-                    watch.start()
-                    return message
-
+            plain = _PlainRequest(self.options, route, params, scope, headers, call)
+            plain.skip = self.runner.chain.query_parameters
+            request = Prepared(plain.upload) if method.kind.client_streams else plain.message
         else:  # nothing to read: the request comes from the path and the query alone
-            watch.start()
             skip = self.runner.chain.query_parameters
             request = partial(_bound, method.input, params, scope, skip=skip)
         try:
-            await self.runner.run(ctx, route.handler, request, responder, task=watch.target)
+            await call.run(
+                request,
+                responder,
+                watch=not method.kind.client_streams,
+                read=not route.rule.body,
+            )
         finally:
-            watch.stop()
             if responder.streaming:
                 await responder.close()
 
@@ -227,18 +233,16 @@ class _PlainRequest:
         route: PlainRoute,
         params: dict[str, str],
         scope: Scope,
-        receive: Receive,
         headers: Metadata,
-        ctx: Context,
+        call: HttpCall,
     ) -> None:
         self.options = options
         self.route = route
         self.method = route.method
         self.params = params
         self.scope = scope
-        self.receive = receive
         self.headers = headers
-        self.ctx = ctx
+        self.call = call
         #: Query parameters the interceptors take (left out of the request message).
         self.skip: frozenset[str] = frozenset()
 
@@ -247,8 +251,7 @@ class _PlainRequest:
         body_field = self.route.rule.body
         body: Message | None = None
         if body_field:
-            raw = await read_body(self.receive, self.options.max_message_size)
-            self.ctx.stats.bytes_in += len(raw)
+            raw = await self.call.body(self.options.max_message_size)
             if raw.strip():
                 encoding = request_encoding(
                     self.headers.get("content-type"), self.options.encodings
@@ -262,7 +265,7 @@ class _PlainRequest:
 
     def upload(self) -> Any:
         """The request body of a client-streaming call, as the handler receives it."""
-        chunks = _counted(body_chunks(self.receive), self.ctx)
+        chunks = self.call.chunks()
         if self.method.input is HttpBody:
             boundary = multipart_boundary(self.headers.get("content-type"))
             if boundary is not None:  # an HTML form: its one file part is the upload
@@ -284,7 +287,7 @@ class _PlainRequest:
             self.options.encodings,
             self.options.max_message_size,
         )
-        return _messages(chunks, deframer, self.ctx)
+        return _messages(chunks, deframer, self.call.ctx)
 
 
 class _PlainResponder:
@@ -359,6 +362,7 @@ class _PlainResponder:
             single = self.single or negotiate_single(None, self.options.encodings)
             body = encode_response_body(response, self.rule.response_body, single.encoding)
             content_type = single.content_type
+        body = checked_size(body, self.options.max_message_size)
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", b"%d" % len(body)),
@@ -431,9 +435,11 @@ class _PlainResponder:
             if self.first and isinstance(message, HttpBody) and message.content_type:
                 self.content_type = message.content_type
         elif framing.kind == "sse":
-            data = _sse_item(framing, response_item(message, self.rule.response_body), event)
+            item = response_item(message, self.rule.response_body)
+            data = checked_size(_sse_item(framing, item, event), self.options.max_message_size)
         else:
-            data = framing.item(response_item(message, self.rule.response_body))
+            item = response_item(message, self.rule.response_body)
+            data = checked_size(framing.item(item), self.options.max_message_size)
         if self.first:
             self.first = False
             await self.send_headers(ctx)
@@ -568,13 +574,6 @@ async def _form_file(events: AsyncIterator[MultipartEvent]) -> AsyncIterator[byt
                 Code.INVALID_ARGUMENT,
                 "multipart/form-data upload has a second file part; send one file per request",
             )
-
-
-async def _counted(chunks: AsyncIterator[bytes], ctx: Context) -> AsyncIterator[bytes]:
-    stats = ctx.stats
-    async for chunk in chunks:
-        stats.bytes_in += len(chunk)
-        yield chunk
 
 
 async def _messages(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from google.protobuf.message import Message
@@ -23,6 +23,7 @@ from rpckit.call import CallRunner, ClientGone
 from rpckit.context import Context
 from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
+from rpckit.http.adapter import call_context, checked_size
 from rpckit.http.asgi import BridgeOptions, Receive, Scope, Send
 from rpckit.http.websocket.protocol import (
     CLOSE_NORMAL,
@@ -35,7 +36,7 @@ from rpckit.http.websocket.protocol import (
     parse_client_control,
     parse_start,
 )
-from rpckit.http.wire import request_metadata
+from rpckit.http.wire import ONE_REQUEST, Head, request_metadata
 from rpckit.service import MethodSpec
 from rpckit.streams import Event
 
@@ -99,15 +100,11 @@ class WebSocketEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
-        if not origin_allowed(
-            ws.headers.get("origin"), ws.headers.get("host"), self.origins, self.origin_regex
-        ):
-            await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
-            return
-        offered = scope.get("subprotocols") or []
-        chosen = choose_subprotocol(offered, self.options.encodings.names())
-        if offered and chosen is None:
-            await ws.close(CLOSE_POLICY, "no supported sub-protocol (rpckit.v1.<encoding>)")
+        refusal, chosen = self._handshake(ws.headers.get("origin"), ws.headers.get("host"), scope)
+        if refusal is not None:  # before accept: the server answers the handshake with 403
+            head = Head(request_metadata(ws.headers.items()), refusal=refusal)
+            ctx = call_context(self.method, scope, head, "websocket", "websocket")
+            await self.runner.refuse(ctx, refusal, partial(_close_unaccepted, ws))
             return
         codec = self.options.encodings.get(chosen.rsplit(".", 1)[1] if chosen else "json")
         assert codec is not None
@@ -122,6 +119,20 @@ class WebSocketEndpoint:
         finally:
             self.calls._tasks.discard(task)
 
+    def _handshake(
+        self, origin: str | None, host: str | None, scope: Scope
+    ) -> tuple[RpcError | None, str | None]:
+        """The head step of the handshake (no I/O): the refusal of an origin not allowed or of
+        sub-protocols that name no encoding of the bridge, else the chosen sub-protocol."""
+        if not origin_allowed(origin, host, self.origins, self.origin_regex):
+            return RpcError(Code.PERMISSION_DENIED, "origin not allowed"), None
+        offered = scope.get("subprotocols") or []
+        chosen = choose_subprotocol(offered, self.options.encodings.names())
+        if offered and chosen is None:
+            message = "no supported sub-protocol (rpckit.v1.<encoding>)"
+            return RpcError(Code.UNIMPLEMENTED, message), None
+        return None, chosen
+
     async def _serve(self, ws: WebSocket, scope: Scope, codec: Encoding) -> None:
         first = await ws.receive()
         if first["type"] == "websocket.disconnect":
@@ -129,18 +140,13 @@ class WebSocketEndpoint:
         responder = _Responder(ws, codec, self.options.max_message_size)
         try:
             start = parse_start(first.get("text", first.get("bytes")))
-        except RpcError as error:
-            await responder.close_with(error, CLOSE_POLICY)
+        except RpcError as error:  # a bad first frame: refused before the call starts
+            head = Head(request_metadata(ws.headers.items()), refusal=error)
+            ctx = call_context(self.method, scope, head, "websocket", "websocket")
+            await self.runner.refuse(ctx, error, responder.refuse)
             return
-        client = scope.get("client")
-        ctx = Context(
-            self.method,
-            transport="websocket",
-            dialect="websocket",
-            request_headers=request_metadata(start.headers),
-            peer=f"{client[0]}:{client[1]}" if client else "",
-            deadline=None if start.timeout is None else time.monotonic() + start.timeout,
-        )
+        head = Head(request_metadata(start.headers), timeout=start.timeout)
+        ctx = call_context(self.method, scope, head, "websocket", "websocket")
         reader = _Reader(ws, codec, self.method.input, self.options.max_message_size, ctx)
         reader.responder = responder
         reader.start()
@@ -154,6 +160,11 @@ class WebSocketEndpoint:
         if reader.cancelled and not responder.closed:
             with contextlib.suppress(Exception):
                 await ws.close(CLOSE_NORMAL, "cancelled")
+
+
+async def _close_unaccepted(ws: WebSocket, error: RpcError) -> None:
+    """Refuse a WebSocket before accepting it (the client sees HTTP 403)."""
+    await ws.close(CLOSE_POLICY, error.message)
 
 
 class _Reader:
@@ -259,7 +270,7 @@ class _Reader:
         if isinstance(item, RpcError):
             raise item
         if isinstance(item, _End):
-            raise RpcError(Code.INVALID_ARGUMENT, "the call needs one request message")
+            raise RpcError(Code.INVALID_ARGUMENT, ONE_REQUEST)
         return item
 
 
@@ -290,12 +301,7 @@ class _Responder:
         return False
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
-        data = self.codec.encode(message)
-        if len(data) > self.limit:
-            raise RpcError(
-                Code.RESOURCE_EXHAUSTED,
-                f"response message of {len(data)} bytes is larger than the limit",
-            )
+        data = checked_size(self.codec.encode(message), self.limit)
         if not self.started:
             await self.send_headers(ctx)
         ctx.stats.bytes_out += len(data)
@@ -313,8 +319,8 @@ class _Responder:
         )
         await self._send({"type": "websocket.close", "code": code})
 
-    async def close_with(self, error: RpcError, code: int) -> None:
-        """End a call that could not start (a bad first frame)."""
+    async def refuse(self, error: RpcError) -> None:
+        """End a call that could not start (a bad first frame): policy violation."""
         self.closed = True
         await self._send({"type": "websocket.send", "text": end_frame(error, ())})
-        await self._send({"type": "websocket.close", "code": code})
+        await self._send({"type": "websocket.close", "code": CLOSE_POLICY})
