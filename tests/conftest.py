@@ -1,13 +1,33 @@
-"""Shared fixtures: the streams example served on real loopback sockets, and its clients."""
+"""Shared fixtures (the streams example served on real loopback sockets, and its clients), and
+the markers' guard.
+
+Three markers (registered in pyproject.toml) say what a test needs beyond the interpreter:
+``loopback`` (it binds or dials a real socket), ``process`` (it starts another process, which
+usually serves on sockets: no ``loopback`` needed as well) and ``browser`` (it drives
+Chromium: both of the others implied). ``-m "not loopback and not process and not browser"``
+is the in-process selection (tests/pythons.sh). The guard below keeps the marks honest: while
+a test runs (its fixtures included) it watches socket ``bind``/``connect``, grpcio servers and
+channels, ``subprocess.Popen`` and ``os.fork``, and fails a test that used one without the
+marker that allows it. Tests using the shared socket fixtures below are marked ``loopback``
+by ``pytest_collection_modifyitems``.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import traceback
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 
 from examples.streams.server import StreamsExample
@@ -75,3 +95,106 @@ async def http_url(service: StreamsExample) -> AsyncIterator[str]:
     """The example on the HTTP bridge (uvicorn on a free loopback port)."""
     async with serve_http(service) as url:
         yield url
+
+
+# --- the markers' guard ------------------------------------------------------------------------
+
+#: Fixtures from this file that serve on a real socket: a test using one is marked loopback.
+LOOPBACK_FIXTURES = frozenset({"grpc_address", "grpc_client", "http_url"})
+#: Which markers allow which activity.
+ALLOWED_BY = {
+    "loopback": frozenset({"loopback", "process", "browser"}),
+    "process": frozenset({"process", "browser"}),
+}
+_USED = pytest.StashKey[list[tuple[str, str]]]()
+_current: list[pytest.Item] = []  # the item running now (empty between tests)
+
+
+def _record(activity: str, what: str) -> None:
+    if not _current:
+        return
+    item = _current[0]
+    marks = {mark.name for mark in item.iter_markers()}
+    if marks & ALLOWED_BY[activity]:
+        return
+    used = item.stash.setdefault(_USED, [])
+    if len(used) < 5:  # the first few are enough to find the culprit
+        where = "".join(traceback.format_stack(limit=8)[:-2])
+        used.append((activity, f"{what}\n{where}"))
+
+
+def _watch(activity: str, what: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        _record(activity, what)
+        return function(*args, **kwargs)
+
+    return watched
+
+
+def _patches() -> list[tuple[Any, str, str, str]]:
+    """(owner, attribute, activity, description) of everything the guard watches."""
+    return [
+        (socket.socket, "bind", "loopback", "socket.bind"),
+        (socket.socket, "connect", "loopback", "socket.connect"),
+        (socket.socket, "connect_ex", "loopback", "socket.connect_ex"),
+        (grpc, "server", "loopback", "grpc.server"),
+        (grpc, "insecure_channel", "loopback", "grpc.insecure_channel"),
+        (grpc, "secure_channel", "loopback", "grpc.secure_channel"),
+        (grpc.aio, "server", "loopback", "grpc.aio.server"),
+        (grpc.aio, "insecure_channel", "loopback", "grpc.aio.insecure_channel"),
+        (grpc.aio, "secure_channel", "loopback", "grpc.aio.secure_channel"),
+        (subprocess.Popen, "__init__", "process", "subprocess.Popen"),
+        (os, "fork", "process", "os.fork"),
+    ]
+
+
+_originals: list[tuple[Any, str, Any]] = []  # (owner, name, own value or None: inherited)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for owner, name, activity, what in _patches():
+        _originals.append((owner, name, vars(owner).get(name)))
+        setattr(owner, name, _watch(activity, what, getattr(owner, name)))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _originals:
+        owner, name, original = _originals.pop()
+        if original is None:
+            delattr(owner, name)  # socket.socket inherits bind and connect from _socket
+        else:
+            setattr(owner, name, original)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LOOPBACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.loopback)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    _current[:] = [item]
+    try:
+        return (yield)
+    finally:
+        _current.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    used = item.stash.get(_USED, [])
+    if used and report.when in ("call", "teardown") and report.passed:
+        activity, where = used[0]
+        allowed = " or ".join(sorted(ALLOWED_BY[activity]))
+        report.outcome = "failed"
+        report.longrepr = (
+            f"this test used {activity} resources without a marker for them "
+            f"(add pytest.mark.{activity}; allowed by: {allowed}). First use: {where}"
+        )
+        item.stash[_USED] = []  # reported once
+    return report

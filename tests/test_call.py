@@ -247,8 +247,12 @@ async def test_handler_failures_look_the_same_everywhere(
     code, message, seen = await asyncio.wait_for(call, 10)
     expected_code, expected_message = HANDLER_FAILURES[kind]
     assert code is expected_code, (code, message)
-    # grpcio's client reports an expired deadline itself, in its own capitals.
-    assert message.lower() == expected_message
+    # grpcio's client reports an expired deadline itself, in its own capitals; on a client
+    # stream its core sometimes says "stream removed (deadline exceeded)" instead.
+    if transport == "grpc_upload" and kind == "deadline":
+        assert message.lower() in (expected_message, f"stream removed ({expected_message})")
+    else:
+        assert message.lower() == expected_message
     assert "Traceback" not in seen
     assert "secret-detail" not in seen
     if kind in ("wrong_type", "none", "dict"):

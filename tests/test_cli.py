@@ -25,6 +25,8 @@ from rpckit.http import ConnectTransport
 from tests.serving.process import Served
 from tests.support import ROOT
 
+pytestmark = pytest.mark.process
+
 
 async def _start(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(

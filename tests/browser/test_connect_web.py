@@ -20,6 +20,8 @@ from playwright.sync_api import Page, Request, expect
 from tests.browser.conftest import WEB_DIR, ExampleServer
 from tests.support import ROOT, require_tool
 
+pytestmark = pytest.mark.browser
+
 BUNDLE = WEB_DIR / "dist" / "connect.js"
 BUILD = WEB_DIR / "build.sh"
 #: What the bundle is built from: when any of them is newer, the bundle is rebuilt.

@@ -23,6 +23,8 @@ from playwright.sync_api import Page
 
 from tests.browser.conftest import ExampleServer, start_example
 
+pytestmark = pytest.mark.browser
+
 GET_DOG = "/examples.streams.v1.StreamsService/GetDog"
 HELLO = "Hello from rpckit!\n"  # files_dir's hello.txt
 

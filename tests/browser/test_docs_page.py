@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from examples.streams.v1.streams_rpckit import StreamsService
 from tests.browser.conftest import start_example
 from tests.support import ROOT
+
+pytestmark = pytest.mark.browser
 
 SCREENSHOT = ROOT / "examples" / "site" / "docs" / "assets" / "docs-page.png"
 

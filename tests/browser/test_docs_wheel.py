@@ -28,7 +28,7 @@ from tests.support import ROOT, free_port
 
 __all__ = ["chromium"]  # the module-scoped Chromium fixture
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 PROTO = """syntax = "proto3";
 package hello.v1;

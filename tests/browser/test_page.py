@@ -20,6 +20,8 @@ from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import ExampleServer, start_example
 
+pytestmark = pytest.mark.browser
+
 TIMEOUT_MS = 15_000
 MIB = 1024 * 1024
 

@@ -20,6 +20,8 @@ from tests.serving.certs import Certs, make_certs
 from tests.serving.process import Served
 from tests.support import require_tool
 
+pytestmark = pytest.mark.browser
+
 
 def spki_hash(cert: Path) -> str:
     """Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's flag wants."""

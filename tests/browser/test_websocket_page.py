@@ -14,6 +14,8 @@ from playwright.sync_api import FilePayload, Page, Request, expect
 from tests.browser.conftest import ExampleServer, start_example
 from tests.browser.test_connect_web import SERVICE, UI_TIMEOUT_MS, connect_bundle
 
+pytestmark = pytest.mark.browser
+
 __all__ = ["connect_bundle"]  # the fixture, re-used
 
 UPLOAD_AUTH = "examples.streams.server:upload_auth"

@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 from rpckit.codegen.plugin import run
 from tests.serving.process import Served
 from tests.support import ROOT, require_tool
+
+pytestmark = pytest.mark.process
 
 HOSTILE = Path(__file__).parent / "protos"
 BUF = ROOT / "tests" / "node" / "node_modules" / ".bin" / "buf"

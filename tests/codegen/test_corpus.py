@@ -29,6 +29,8 @@ from rpckit.codegen import run_protoc
 from rpckit.codegen.protoc import bundled_include_paths
 from tests.support import ROOT, stop_process_tree
 
+pytestmark = pytest.mark.process
+
 # googleapis-common-protos ships no .pyi for longrunning; the test only calls through it.
 ops_pb2: Any = importlib.import_module("google.longrunning.operations_proto_pb2")
 HOSTILE = Path(__file__).parent / "protos"

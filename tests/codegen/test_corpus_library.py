@@ -20,6 +20,8 @@ import pytest
 from tests.codegen.test_corpus import corpus  # noqa: F401 - the fixture
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 IMPL = "aip_library_impl"
 _IMPL = """
 from aip.library.v1 import library_pb2

@@ -24,6 +24,8 @@ import pytest
 from tests.codegen.test_corpus import _env, _modules, corpus  # noqa: F401 - corpus: fixture
 from tests.support import ROOT, stop_process_tree
 
+pytestmark = pytest.mark.process
+
 SERVER = Path(__file__).with_name("corpus_server.py")
 Method = dict[str, Any]
 

@@ -52,6 +52,7 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.process
 def test_plugin_under_protoc(tmp_path: Path) -> None:
     """protoc runs the installed protoc-gen-rpckit executable, as buf generate would."""
     plugin = Path(sys.executable).parent / "protoc-gen-rpckit"
@@ -139,6 +140,7 @@ def test_service_base_is_abstract() -> None:
         streams_rpckit.StreamsService()  # type: ignore[abstract]
 
 
+@pytest.mark.process
 def test_cli_generate(tmp_path: Path) -> None:
     """Every file written is listed, grpcio stubs included, and no ``__init__.py`` is made."""
     result = subprocess.run(

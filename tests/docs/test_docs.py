@@ -28,6 +28,8 @@ from tests.docs.blocks import Block, Command, commands, parse
 from tests.docs.shell import COMMAND_TIMEOUT, MAIN_JOB, Shell
 from tests.support import IN_CI, ROOT, require_tool
 
+pytestmark = pytest.mark.process
+
 FIXED_PORTS = (50051, 8080)
 #: The README's second command is the test suite itself (``.ci/run`` runs exactly it).
 SUITE = ["bash", "tests/run.sh"]

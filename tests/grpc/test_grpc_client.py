@@ -56,6 +56,7 @@ async def received() -> AsyncIterator[tuple[str, list[tuple[str, str | bytes]]]]
         await server.stop(0)
 
 
+@pytest.mark.loopback
 async def test_bin_metadata_as_bytes_and_base64_text_reaches_a_grpcio_server(
     received: tuple[str, list[tuple[str, str | bytes]]],
 ) -> None:
@@ -91,6 +92,7 @@ def test_url_safe_base64_text_is_accepted() -> None:
     assert grpc_request_metadata(CallOptions(metadata={"X-Id-Bin": text})) == (("x-id-bin", RAW),)
 
 
+@pytest.mark.loopback
 async def test_error_from_grpcio_server_keeps_its_code() -> None:
     async def fail(request: Empty, context: grpc.aio.ServicerContext[Empty, Empty]) -> Empty:
         await context.abort(grpc.StatusCode.DATA_LOSS, "gone")
@@ -121,6 +123,7 @@ def _broken(first: Message) -> Iterator[Message]:
     raise ValueError("the request source broke")
 
 
+@pytest.mark.loopback
 async def test_failing_requests_raise_their_own_error_not_cancelled(
     service: StreamsExample,
 ) -> None:
@@ -134,6 +137,7 @@ async def test_failing_requests_raise_their_own_error_not_cancelled(
                 pass
 
 
+@pytest.mark.loopback
 async def test_one_message_for_a_client_stream_is_the_same_type_error_on_grpc_and_connect(
     service: StreamsExample,
 ) -> None:

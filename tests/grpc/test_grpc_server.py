@@ -299,6 +299,7 @@ async def instrumented(files_dir: Path) -> AsyncIterator[tuple[Instrumented, str
         yield service, address
 
 
+@pytest.mark.loopback
 async def test_metadata_both_ways_client(instrumented: tuple[Instrumented, str]) -> None:
     _, address = instrumented
     async with GrpcTransport(address) as transport:
@@ -313,6 +314,7 @@ async def test_metadata_both_ways_client(instrumented: tuple[Instrumented, str])
     assert response.trailers.get("x-trailer") == "peer=True"
 
 
+@pytest.mark.loopback
 async def test_metadata_both_ways_stubs(
     instrumented: tuple[Instrumented, str], grpc_stubs: ModuleType
 ) -> None:
@@ -329,6 +331,7 @@ async def test_metadata_both_ways_stubs(
     assert trailers["x-trailer"] == "peer=True"
 
 
+@pytest.mark.loopback
 async def test_unexpected_exception_is_internal_without_details(
     instrumented: tuple[Instrumented, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -347,6 +350,7 @@ async def test_unexpected_exception_is_internal_without_details(
         assert (await client.get_dog(GetDogRequest(index=1))).name == "Dog 1"  # still serving
 
 
+@pytest.mark.loopback
 async def test_error_details_and_metadata(instrumented: tuple[Instrumented, str]) -> None:
     _, address = instrumented
     async with GrpcTransport(address) as transport:
@@ -361,6 +365,7 @@ async def test_error_details_and_metadata(instrumented: tuple[Instrumented, str]
     assert ("x-why", "nap") in error.metadata
 
 
+@pytest.mark.loopback
 async def test_deadline_reaches_handler_and_cancels_it(
     instrumented: tuple[Instrumented, str],
 ) -> None:
@@ -452,6 +457,7 @@ async def test_cancel_mid_stream_stops_the_producer(
     assert _producer_tasks() == []
 
 
+@pytest.mark.loopback
 async def test_max_message_size_is_resource_exhausted(files_dir: Path) -> None:
     service = StreamsExample(files_dir)
     async with (

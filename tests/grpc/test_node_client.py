@@ -13,8 +13,11 @@ from typing import Any
 
 import google.api
 import grpc_tools
+import pytest
 
 from tests.support import ROOT, node_available, require_tool
+
+pytestmark = pytest.mark.process
 
 SCRIPT = ROOT / "tests" / "node" / "grpc_client.mjs"
 TIMEOUT = 60.0

@@ -16,6 +16,8 @@ from rpckit.grpc import GrpcServer
 from rpckit.wellknown import upload_headers
 from tests.hardening.uploads import RecordingUploads
 
+pytestmark = pytest.mark.loopback
+
 CHUNK = b"x" * 65536
 ORIGINAL = {"hello.txt", "data.bin"}
 TRIALS = 30

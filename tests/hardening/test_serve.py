@@ -21,6 +21,8 @@ import pytest
 
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 TARGET = "examples.streams.server:create_service"
 SERVERS = ["uvicorn", "granian"]
 HUGE = "9" * 5000

@@ -18,6 +18,8 @@ from websockets.typing import Subprotocol
 
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 TARGET = "examples.streams.server:create_service"
 SERVICE = "/examples.streams.v1.StreamsService/"
 HEADER_TIMEOUT = 1.0

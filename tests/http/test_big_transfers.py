@@ -18,6 +18,8 @@ import pytest
 
 from tests.support import ROOT, free_port, process_tree, rss, stop_process_tree
 
+pytestmark = pytest.mark.process
+
 DOWNLOAD_SIZE = 2 << 30
 UPLOAD_SIZE = 1 << 30
 RSS_LIMIT = 150 << 20

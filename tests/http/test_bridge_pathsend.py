@@ -26,6 +26,8 @@ from rpckit.http.asgi import Receive, Scope, Send
 from rpckit.http.rest.filesend import PATHSEND
 from rpckit.serving.http_server import GranianServer
 
+pytestmark = pytest.mark.process
+
 SIZE = 8 << 20
 
 

@@ -108,6 +108,7 @@ class ReversedJson:
         return encodings.get("json").decode(data[::-1], message_type)  # type: ignore[union-attr]
 
 
+@pytest.mark.loopback
 async def test_user_registered_encoding(service: StreamsExample) -> None:
     registry = encodings.copy()
     registry.register(ReversedJson())
@@ -356,6 +357,7 @@ async def observed(files_dir: Path) -> AsyncIterator[tuple[Observed, str]]:
         yield service, url
 
 
+@pytest.mark.loopback
 async def test_deadline_reaches_handler(observed: tuple[Observed, str]) -> None:
     service, url = observed
     async with httpx.AsyncClient(base_url=url) as http:
@@ -371,6 +373,7 @@ async def test_deadline_reaches_handler(observed: tuple[Observed, str]) -> None:
 
 
 @pytest.mark.parametrize("path", [DOG_PATH, "/api/dogs/100"])
+@pytest.mark.loopback
 async def test_client_leaving_cancels_a_unary_handler(
     observed: tuple[Observed, str], path: str
 ) -> None:
@@ -409,6 +412,7 @@ async def test_deadline_on_stream(http_url: str) -> None:
     assert got == ["Hello, world! 0"]
 
 
+@pytest.mark.loopback
 async def test_metadata_both_ways(observed: tuple[Observed, str]) -> None:
     _, url = observed
     async with ConnectTransport(url, encoding="json") as transport:

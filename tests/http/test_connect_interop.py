@@ -29,6 +29,8 @@ import pytest
 
 from tests.support import NODE_MODULES, ROOT, node_available, require_tool
 
+pytestmark = pytest.mark.process
+
 SERVER_START_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 90.0
 UPLOAD_SIZE = 1024 * 1024

@@ -35,6 +35,8 @@ from rpckit.v1.stream_pb2 import Bytes
 from tests.serving.process import Served
 from tests.support import ROOT, free_port, process_tree, require_tool, rss
 
+pytestmark = pytest.mark.process
+
 SERVICE = "/examples.streams.v1.StreamsService/"
 TOKEN = [("authorization", "Bearer demo-token")]
 TIMEOUT = 30.0

@@ -34,6 +34,8 @@ from rpckit.http.rest.ranges import etag, http_date
 from rpckit.streams import FileStream
 from tests.support import bytes_read, free_port, process_tree, rss, stop_process_tree
 
+pytestmark = pytest.mark.process  # its servers run as processes
+
 ROOT = Path(__file__).resolve().parents[2]
 DIR_ENV = "RPCKIT_FILESEND_DIR"
 BIG_SIZE = 2 << 30

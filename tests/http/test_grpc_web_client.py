@@ -273,6 +273,7 @@ async def _drain(stream: StreamCall[T], into: list[T], *, limit: int) -> None:
             assert len(into) < limit
 
 
+@pytest.mark.process
 async def test_every_call_shape(base_url: str) -> None:
     for encoding, text in VARIANTS:
         async with GrpcWebTransport(base_url, encoding=encoding, text=text) as transport:
@@ -299,6 +300,7 @@ async def test_every_call_shape(base_url: str) -> None:
             assert list(summary.names) == [f"d{i}" for i in range(5)]
 
 
+@pytest.mark.process
 async def test_client_stream_is_streamed_and_rejected_midway(base_url: str) -> None:
     sent: list[int] = []
 
@@ -315,6 +317,7 @@ async def test_client_stream_is_streamed_and_rejected_midway(base_url: str) -> N
     assert sent[:2] == [0, 1]
 
 
+@pytest.mark.process
 async def test_deadline_on_an_endless_stream(base_url: str) -> None:
     async with GrpcWebTransport(base_url, text=True) as transport:
         client = StreamsServiceClient(transport)
@@ -329,6 +332,7 @@ async def test_deadline_on_an_endless_stream(base_url: str) -> None:
         assert [text.text for text in got][:2] == ["Hello, world! 0", "Hello, world! 1"]
 
 
+@pytest.mark.process
 async def test_metadata_both_ways(base_url: str) -> None:
     for text in (False, True):
         async with GrpcWebTransport(base_url, text=text) as transport:
@@ -352,6 +356,7 @@ async def test_metadata_both_ways(base_url: str) -> None:
             assert failed.trailers.get("x-dog-count") == "10"
 
 
+@pytest.mark.process
 async def test_bidi_is_refused(base_url: str) -> None:
     async with GrpcWebTransport(base_url) as transport:
         replies = StreamsServiceClient(transport).chat([ChatMessage(text="hi")])
@@ -372,6 +377,7 @@ async def _rpckit_call(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.process
 async def test_rpckit_call_over_grpc_web(base_url: str) -> None:
     method = "examples.streams.v1.StreamsService/GetDog"
     code, out, err = await _rpckit_call(

@@ -627,6 +627,7 @@ async def test_chat_has_no_plain_route(http_url: str) -> None:
         ),
     ],
 )
+@pytest.mark.loopback
 async def test_each_item_is_flushed(
     files_dir: Path, path: str, accept: str | None, first: bytes, second: bytes
 ) -> None:
@@ -691,6 +692,7 @@ ERROR = {"code": "data_loss", "message": "disk on fire"}
         "application/x-protobuf-delimited",
     ],
 )
+@pytest.mark.loopback
 async def test_mid_stream_error_is_in_band(files_dir: Path, accept: str) -> None:
     async with serve_app(create_app([Failing(files_dir)])) as url, httpx.AsyncClient() as http:
         response = await http.get(url + "/api/json_stream", headers={"accept": accept})
@@ -721,6 +723,7 @@ async def test_mid_stream_error_is_in_band(files_dir: Path, accept: str) -> None
 
 
 @pytest.mark.parametrize("mode", ["early_not_found", "handler_not_found"])
+@pytest.mark.loopback
 async def test_error_before_first_item_is_http_status(files_dir: Path, mode: str) -> None:
     async with (
         serve_app(create_app([Failing(files_dir, mode)])) as url,
@@ -732,6 +735,7 @@ async def test_error_before_first_item_is_http_status(files_dir: Path, mode: str
             assert message in ("no dogs today", "no such kennel")
 
 
+@pytest.mark.loopback
 async def test_unexpected_exception_mid_stream_is_internal(files_dir: Path) -> None:
     async with (
         serve_app(create_app([Failing(files_dir, "value_error")])) as url,
@@ -746,6 +750,7 @@ async def test_unexpected_exception_mid_stream_is_internal(files_dir: Path) -> N
         assert leak not in response.text
 
 
+@pytest.mark.loopback
 async def test_raw_text_failing_mid_body_is_cut_off(files_dir: Path) -> None:
     service = Failing(files_dir)
     service.gate = asyncio.Event()
@@ -766,6 +771,7 @@ async def test_raw_text_failing_mid_body_is_cut_off(files_dir: Path) -> None:
     assert bytes(received) == b"one"
 
 
+@pytest.mark.loopback
 async def test_raw_text_failing_at_once_is_cut_off(files_dir: Path) -> None:
     """The failure comes before the first chunk has been flushed: still an error, not an end."""
     received = bytearray()
@@ -780,6 +786,7 @@ async def test_raw_text_failing_at_once_is_cut_off(files_dir: Path) -> None:
     assert b"one".startswith(bytes(received))
 
 
+@pytest.mark.loopback
 async def test_raw_text_failing_at_once_keeps_what_was_yielded(files_dir: Path) -> None:
     received = bytearray()
     async with (
@@ -827,6 +834,7 @@ async def test_sse_bad_last_event_id(http_url: str) -> None:
     assert "Last-Event-ID" in assert_error(response, 400, "invalid_argument")
 
 
+@pytest.mark.loopback
 async def test_sse_event_fields(files_dir: Path) -> None:
     async with serve_app(create_app([Decorated(files_dir)])) as url, httpx.AsyncClient() as http:
         sse = await http.get(url + "/api/json_stream", headers={"accept": "text/event-stream"})
@@ -836,6 +844,7 @@ async def test_sse_event_fields(files_dir: Path) -> None:
     assert ndjson(plain.text) == [dog_tree(DOGS[3])]  # other framings see only the data
 
 
+@pytest.mark.loopback
 async def test_sse_keep_alive_before_first_event(files_dir: Path) -> None:
     service = Decorated(files_dir)
     service.gated = True
@@ -861,6 +870,7 @@ async def test_sse_keep_alive_before_first_event(files_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("query", ["start=5&interval_ms=10", "start=5&intervalMs=10"])
+@pytest.mark.loopback
 async def test_query_binding(files_dir: Path, query: str) -> None:
     service = Recording(files_dir)
     async with (

@@ -16,8 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rpckit.serving.http_server import HttpServer
 from tests.support import ROOT, stop_process_tree
+
+pytestmark = pytest.mark.process
 
 CALLS = 60
 

@@ -18,6 +18,8 @@ from rpckit.http import ConnectTransport
 from rpckit.interceptors.access_log import AccessLog, format_fields
 from tests.interceptors.serving import serve_both
 
+pytestmark = pytest.mark.loopback
+
 
 def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "rpckit.access"]

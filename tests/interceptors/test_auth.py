@@ -19,6 +19,8 @@ from rpckit.interceptors import Interceptor
 from rpckit.interceptors.auth import ApiKeyAuth, BearerAuth, static_tokens
 from tests.interceptors.serving import Served, serve_both
 
+pytestmark = pytest.mark.loopback
+
 
 class WhoAmI(StreamsExample):
     """GetDog answers with the principal's name."""

@@ -13,6 +13,8 @@ from playwright.sync_api import Browser
 
 from tests.browser.conftest import ExampleServer, chromium, start_example
 
+pytestmark = pytest.mark.browser
+
 __all__ = ["chromium"]  # the module-scoped Chromium fixture, shared with tests/browser
 
 UPLOAD_JS = """async (token) => {

@@ -18,6 +18,8 @@ from tests.browser.conftest import ExampleServer, chromium, start_example
 from tests.interceptors.browser_credentials import COOKIE, QUERY, TOKEN
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 __all__ = ["chromium"]  # the module-scoped Chromium fixture, shared with tests/browser
 
 SSE = {"accept": "text/event-stream"}

@@ -28,6 +28,8 @@ from rpckit.http import ConnectTransport, create_app
 from rpckit.interceptors import Interceptor, InterceptorChain, Outcome
 from rpckit.serving.http_server import HttpServer
 
+pytestmark = pytest.mark.loopback
+
 
 @dataclass
 class Recorder(Interceptor):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import grpc
+import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -16,6 +17,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from tests.serving.process import Served
 from tests.support import ROOT
+
+pytestmark = pytest.mark.process
 
 STREAMS = "examples.streams.v1.StreamsService"
 TOKEN = ("authorization", "Bearer test-token")

@@ -26,6 +26,8 @@ from tests.browser.conftest import ExampleServer, start_example
 from tests.http.test_connect_interop import ES_PROTOS, protoc
 from tests.support import NODE_MODULES, ROOT, node_available, require_tool
 
+pytestmark = pytest.mark.process
+
 UPLOAD = "/examples.streams.v1.StreamsService/UploadAsByteStream"
 GET_DOG = "/examples.streams.v1.StreamsService/GetDog"
 AUTH = ["--interceptor", "examples.streams.server:upload_auth"]

@@ -26,6 +26,8 @@ from rpckit.http import ConnectTransport
 from rpckit.interceptors.validation import VIOLATIONS_TYPE_URL, Validate
 from tests.interceptors.serving import Served, serve_both
 
+pytestmark = pytest.mark.loopback
+
 PROTOS = Path(__file__).parent / "protos"
 
 

@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rpckit.serving.reload import watched
 from tests.serving.process import Served
 from tests.support import ROOT, free_port
 from tests.tools.conftest import make_tutorial
+
+pytestmark = pytest.mark.process
 
 GREET = "greet.v1.GreeterService"
 

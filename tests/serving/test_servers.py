@@ -13,6 +13,8 @@ import pytest
 
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 TARGET = "examples.streams.server:create_service"
 CALLS = 60
 

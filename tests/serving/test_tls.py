@@ -17,6 +17,8 @@ from tests.serving.grpc_calls import get_dog
 from tests.serving.process import Served
 from tests.support import ROOT, require_tool
 
+pytestmark = pytest.mark.process
+
 TARGET = "examples.streams.server:create_service"
 
 

@@ -19,6 +19,8 @@ from rpckit.http import ConnectTransport, GrpcWebTransport, WebSocketTransport
 from tests.serving.certs import Certs, make_certs
 from tests.serving.process import Served
 
+pytestmark = pytest.mark.process
+
 TARGET = "examples.streams.server:create_service"
 
 

@@ -8,10 +8,13 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serving.grpc_calls import get_dog
 from tests.serving.process import Served
 from tests.support import process_tree
+
+pytestmark = pytest.mark.process
 
 TARGET = "tests.serving.pid_service:create"
 #: Connections tried before concluding the kernel does not spread them over the workers.

@@ -21,6 +21,8 @@ from tests.support import ROOT, free_port
 
 from .conftest import TUTORIAL
 
+pytestmark = pytest.mark.process
+
 GREET = "greet.v1.GreeterService"
 DOGS = "examples.streams.v1.StreamsService"
 PROTOCOLS = ["grpc", "http"]

@@ -24,6 +24,8 @@ from rpckit.tools.openapi import document, document_from_protos
 from tests.serving.process import Served
 from tests.support import ROOT
 
+pytestmark = pytest.mark.process
+
 SITE = bundled_include_paths()[0]
 HOSTILE = ROOT / "tests" / "codegen" / "protos"
 SHAPES = """

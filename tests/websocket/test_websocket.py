@@ -33,6 +33,8 @@ from rpckit.http import WebSocketTransport
 from rpckit.v1.stream_pb2 import Bytes
 from tests.support import ROOT, rss
 
+pytestmark = pytest.mark.process
+
 SERVICE = "/examples.streams.v1.StreamsService/"
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 20.0
