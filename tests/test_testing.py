@@ -35,6 +35,8 @@ from rpckit.testing import (
     transport_for,
 )
 from rpckit.v1.stream_pb2 import Bytes
+from tests.docs.blocks import parse
+from tests.support import ROOT
 
 WAIT = 10  # seconds: a bound on every wait, never a pause
 
@@ -284,3 +286,17 @@ async def test_a_reader_that_stops_holds_the_app_back() -> None:
         assert sent == 4
     assert disconnected.is_set()
     assert sent == 5  # the send that waited returned; then the app saw the disconnect
+
+
+# --- the docs page's example, as printed ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["connect", "grpc-web"])
+async def test_the_docs_example_runs_as_printed(dialect: str, tmp_path: Path) -> None:
+    """The "Testing your service" file of the Python clients page, its in-process cases."""
+    page = ROOT / "examples" / "site" / "docs" / "howto" / "python.md"
+    blocks = parse(page.read_text(), lambda path: "")
+    [block] = [b for b in blocks if b.title == "tests/test_dogs.py"]
+    namespace: dict[str, Any] = {}
+    exec(compile(block.text, str(page), "exec"), namespace)
+    await namespace["test_dogs"](dialect, tmp_path)
