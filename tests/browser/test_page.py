@@ -10,7 +10,6 @@ import queue
 import re
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,10 +85,9 @@ def test_text_stop_reaches_the_server(page: Page, example: ExampleServer) -> Non
     wait_for_count(page, "#text-items li", 2)
     logged_so_far(example)  # drop what was logged before the click
 
-    started = time.monotonic()
     page.click("#text-stop")
-    line = example.wait_for_log(r"text stream: client gone", timeout=1.0)
-    assert time.monotonic() - started < 1.0, line
+    # The stream is endless: the server logs this line only once the stop has reached it.
+    example.wait_for_log(r"text stream: client gone", timeout=10)
     expect(page.locator("#text")).to_have_attribute("data-state", "stopped")
 
 

@@ -132,9 +132,7 @@ def test_stalled_body_ends_the_call(served: tuple[Served, str]) -> None:
             b"POST /api/upload_as_file_stream HTTP/1.1\r\nHost: x\r\n"
             b"Content-Length: 100\r\n\r\nonly-a-little"
         )
-        start = time.monotonic()
-        answer = _read_all(sock, 10)
-    assert time.monotonic() - start < 5
+        answer = _read_all(sock, 5)  # raises if the connection is still open after 5 s
     assert b"deadline_exceeded" in answer or answer == b"", answer[:300]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import httpx
 import pytest
@@ -84,10 +83,8 @@ def test_readiness_drops_when_drain_starts(server: str) -> None:
         thread.join(timeout=30)
         assert len([line for line in lines if line]) == 10, lines  # the call finished
         # A second signal ends the drain delay: the process exits long before 30 s.
-        start = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
-        served.rest(timeout=20)
+        served.rest(timeout=20)  # raises unless the process exits within 20 s
         assert served.process.returncode == 0
-        assert time.monotonic() - start < 20
     finally:
         served.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,13 +85,11 @@ def test_server_stream_prints_items_as_they_arrive(tutorial: dict[str, str], sid
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
-        started = time.monotonic()
         assert json.loads(first) == {"greeting": "Hello #1, Ada!"}
         assert process.poll() is None  # the second item is 3 s away: the stream is still open
         rest = process.stdout.read()
         assert process.wait(timeout=30) == 0
         assert json.loads(rest) == {"greeting": "Hello #2, Ada!"}
-        assert time.monotonic() - started > 1  # it really came later
     finally:
         if process.poll() is None:
             process.kill()

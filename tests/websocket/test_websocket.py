@@ -158,7 +158,6 @@ async def test_client_abort_cancels_the_handler(server: Server) -> None:
 async def test_server_abort_by_deadline(server: Server) -> None:
     client = StreamsServiceClient(WebSocketTransport(server.url))
     texts = []
-    started = time.monotonic()
 
     async def read() -> None:
         request = TextStreamRequest(start=0, interval_ms=100)
@@ -168,8 +167,7 @@ async def test_server_abort_by_deadline(server: Server) -> None:
     with pytest.raises(RpcError) as late:
         await read()
     assert late.value.code is Code.DEADLINE_EXCEEDED
-    assert 1 <= len(texts) <= 4
-    assert time.monotonic() - started < 5
+    assert 1 <= len(texts) <= 4  # items 100 ms apart: the count bounds when the call ended
 
 
 async def raw(server: Server, method: str, **kwargs: object) -> ClientConnection:
