@@ -193,7 +193,8 @@ def test_access_log_is_on_by_default_and_quiet_at_warning(tmp_path: Path) -> Non
         ("nocolon", "rpckit: --interceptor expects MODULE:ATTR, got 'nocolon'"),
         (
             "no_such_module_x:thing",
-            "rpckit: --interceptor no module named 'no_such_module_x' (from no_such_module_x:thing)",
+            "rpckit: --interceptor no module named 'no_such_module_x' "
+            "(from no_such_module_x:thing)",
         ),
         (
             "examples.streams.server:nothing",
