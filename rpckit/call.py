@@ -136,8 +136,6 @@ class CallRunner:
     def __init__(
         self,
         interceptors: InterceptorChain | list[Interceptor] | tuple[Interceptor, ...] = (),
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.chain = (
             interceptors
@@ -145,8 +143,9 @@ class CallRunner:
             else InterceptorChain(interceptors)
         )
         self.drain = Drain()
-        #: The event loop every call runs on, when the server knows it (``rpckit serve``).
-        self.loop = loop
+        #: The event loop every call runs on, once the server that runs this runner knows it
+        #: (the bridge's ``Lifecycle.serving_on``); None finds the loop per call instead.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def current_task(self) -> asyncio.Task[Any]:
         """The task running the current call (see ``current_task``)."""

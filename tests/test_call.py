@@ -404,9 +404,11 @@ async def test_runner_finds_the_calls_task_with_and_without_its_loop() -> None:
     try:
         here = asyncio.current_task()
         assert CallRunner().current_task() is here
-        assert CallRunner(loop=loop).current_task() is here
-        assert CallRunner(loop=other).current_task() is here
-        inner = await asyncio.create_task(_current(CallRunner(loop=loop)))
+        told, wrong = CallRunner(), CallRunner()
+        told.loop, wrong.loop = loop, other  # what the bridge's Lifecycle.serving_on does
+        assert told.current_task() is here
+        assert wrong.current_task() is here
+        inner = await asyncio.create_task(_current(told))
         assert inner is not here
     finally:
         other.close()
