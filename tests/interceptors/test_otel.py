@@ -145,7 +145,7 @@ async def _get_dog(dialect: str, served: Served, index: int, headers: dict[str, 
         await transport.aclose()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("dialect", ["grpc", "connect", "plain"])
+@pytest.mark.parametrize("dialect", ["grpc", "grpc-web", "connect", "plain"])
 async def test_unary_call_gets_a_server_span_and_a_duration(
     served: Served, telemetry: Telemetry, dialect: str
 ) -> None:
