@@ -1,0 +1,144 @@
+"""The stream log every durable stream is written to and read from: the interface the
+backends implement (in-memory for one process, Redis Streams for many instances), free of I/O.
+
+A stream is an append-only sequence of records under one id. Offsets are opaque strings,
+strictly increasing in string order within a stream (``"-1"`` is the start, before the first
+record). A producer holds a lease with a fencing token; every append names its token, and an
+append with a token that is no longer the stream's current one is refused, so a producer that
+lost its lease can never write again. The end of a stream is a terminal record: ok, or an
+error (code, message, details), after which nothing can be appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rpckit.errors import Code, RpcError
+
+__all__ = [
+    "START",
+    "End",
+    "ExpiredOffset",
+    "Lease",
+    "LeaseLost",
+    "Record",
+    "Retention",
+    "StreamLog",
+    "StreamNotFound",
+]
+
+#: The offset before the first record: reading from it reads everything retained.
+START = "-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a stream is kept after its last append (seconds) and how many records at
+    most (the oldest go first; reading from an offset they held is ``ExpiredOffset``)."""
+
+    ttl: float = 3600.0
+    max_records: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The terminal record: ``code`` OK for a complete stream, else the error's code,
+    message and serialized details (``google.rpc.Status`` bytes, empty without details)."""
+
+    code: Code = Code.OK
+    message: str = ""
+    details: bytes = b""
+
+    def error(self) -> RpcError | None:
+        """The error this end stands for, or None for a complete stream."""
+        if self.code is Code.OK:
+            return None
+        return RpcError(self.code, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as read: its offset and either a payload (an encoded item) or the end."""
+
+    offset: str
+    data: bytes = b""
+    end: End | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A producer's right to append: the stream, its fencing token and when it expires
+    (``time.time()`` seconds)."""
+
+    stream: str
+    token: int
+    expires_at: float = field(compare=False)
+
+
+class LeaseLost(RpcError):
+    """An append or renewal with a token that is no longer the stream's (``aborted``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(Code.ABORTED, f"stream {stream}: the producer's lease was lost")
+
+
+class ExpiredOffset(RpcError):
+    """A read from an offset older than what is retained (``out_of_range``; HTTP 410).
+    ``earliest`` is the oldest offset still available."""
+
+    def __init__(self, stream: str, earliest: str) -> None:
+        super().__init__(
+            Code.OUT_OF_RANGE, f"stream {stream}: offset expired; the earliest is {earliest}"
+        )
+        self.earliest = earliest
+
+
+class StreamNotFound(RpcError):
+    """No stream with this id (never created, or gone with its retention): ``not_found``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(Code.NOT_FOUND, f"stream {stream} not found")
+
+
+class StreamLog(Protocol):
+    """What a backend offers. Every method is safe to call from any instance at once."""
+
+    async def create(self, stream: str, retention: Retention, lease_seconds: float) -> Lease:
+        """Create ``stream`` and give its first lease (raises if the id exists)."""
+        ...
+
+    async def renew(self, lease: Lease, lease_seconds: float) -> Lease:
+        """Extend a lease; ``LeaseLost`` if its token is no longer current."""
+        ...
+
+    async def append(self, lease: Lease, items: Sequence[bytes]) -> str:
+        """Append items in order (one round trip for the batch); the offset of the last.
+        ``LeaseLost`` on a stale token; refused after the end."""
+        ...
+
+    async def end(self, lease: Lease, end: End) -> str:
+        """Append the terminal record (once); its offset."""
+        ...
+
+    def read(
+        self, stream: str, after: str = START, *, follow: bool = True
+    ) -> AsyncIterator[Record]:
+        """Records after offset ``after`` in order, then (``follow``) new ones as they are
+        appended, until the terminal record (yielded last). ``ExpiredOffset`` when ``after``
+        is older than what is retained, ``StreamNotFound`` for an unknown id. A producer whose
+        lease expires without an end makes the reader end with ``unavailable``."""
+        ...
+
+    async def cancel(self, stream: str) -> None:
+        """Ask the producer to stop (from any instance); ``cancelled(stream)`` sees it."""
+        ...
+
+    async def cancelled(self, stream: str) -> None:
+        """Returns once someone has called ``cancel(stream)``."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
