@@ -3,7 +3,7 @@
 # pyproject.toml, no lock) in .venv-newest, runs the checks and tests on it, and reports
 # which packages moved and which steps broke. Upgrading requirements-dev.lock is then a
 # decision with a commit of its own (the command is at the top of the lock).
-# Arguments go to pytest (default: the pure and in-process tests, as tests/pythons.sh).
+# Arguments go to pytest (default: everything but the browser tests).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,8 +33,7 @@ step() { local name="$1"; shift; echo "== $name"; "$@" || broken+=("$name"); }
 step ruff ruff check .
 step mypy mypy
 if [ "$#" -eq 0 ]; then
-  set -- tests/test_*.py tests/http tests/grpc tests/websocket tests/codegen tests/hardening \
-    -k "not node and not browser"
+  set -- tests -m "not browser"
 fi
 step pytest python -m pytest -q -p no:cacheprovider "$@"
 if [ "${#broken[@]}" -eq 0 ]; then

@@ -23,7 +23,7 @@ import pytest
 from examples.streams.v1.streams_pb2 import Dog, GetDogRequest, UploadSummary
 from rpckit.v1.stream_pb2 import Bytes
 from tests.browser.conftest import ExampleServer, start_example
-from tests.http.test_connect_interop import ES_PROTOS, protoc
+from tests.http.connect.test_connect_interop import ES_PROTOS, protoc
 from tests.support import NODE_MODULES, ROOT, node_available, require_tool
 
 pytestmark = pytest.mark.process
@@ -98,7 +98,7 @@ def test_grpcio_stub_meets_upload_auth_and_the_access_log(server: ExampleServer)
 
 @pytest.fixture(scope="module")
 def es_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """streams.proto as ES modules for connect-node (as in tests/http/test_connect_interop)."""
+    """streams.proto as ES modules for connect-node (as in tests/http/connect/test_connect_interop.py)."""
     plugin = NODE_MODULES / ".bin" / "protoc-gen-es"
     require_tool(
         node_available() and plugin.exists() and (NODE_MODULES / "@connectrpc").is_dir(),

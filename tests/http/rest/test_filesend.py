@@ -36,7 +36,7 @@ from tests.support import bytes_read, free_port, process_tree, rss, stop_process
 
 pytestmark = pytest.mark.process  # its servers run as processes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIR_ENV = "RPCKIT_FILESEND_DIR"
 BIG_SIZE = 2 << 30
 RSS_LIMIT = 150 << 20
@@ -133,7 +133,7 @@ SERVERS = ["uvicorn", "granian"]
 
 
 def _command(kind: str, port: int) -> list[str]:
-    target = "tests.http.test_filesend:app_from_env"
+    target = "tests.http.rest.test_filesend:app_from_env"
     if kind == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", target, "--factory",

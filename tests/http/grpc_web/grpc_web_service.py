@@ -1,5 +1,5 @@
-"""The streams example with error details: what tests/http/test_grpc_web.py serves through
-``rpckit serve tests.http.grpc_web_service:create_service``."""
+"""The streams example with error details: what tests/http/grpc_web/test_grpc_web.py serves through
+``rpckit serve tests.http.grpc_web.grpc_web_service:create_service``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The example with error details, and GetDog echoing ``x-echo``/``x-echo-bin`` request
-metadata into response headers and trailers: what tests/http/test_grpc_web_client.py serves."""
+metadata into response headers and trailers: what tests/http/grpc_web/test_grpc_web_client.py serves."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from examples.streams.v1.streams_pb2 import Dog, GetDogRequest
 from rpckit import Context
-from tests.http.grpc_web_service import DetailedExample
-from tests.http.grpc_web_service import create_service as create_detailed
+from tests.http.grpc_web.grpc_web_service import DetailedExample
+from tests.http.grpc_web.grpc_web_service import create_service as create_detailed
 
 __all__ = ["EchoExample", "create_service"]
 

@@ -44,7 +44,7 @@ from rpckit.http.grpc_web.protocol import (
 from rpckit.metadata import Metadata
 from rpckit.status import STATUS_DETAILS_KEY
 from rpckit.v1.stream_pb2 import Text
-from tests.http.test_connect_interop import SERVER_START_TIMEOUT, _http_address, _terminate
+from tests.http.connect.test_connect_interop import SERVER_START_TIMEOUT, _http_address, _terminate
 from tests.support import ROOT
 
 T = TypeVar("T")
@@ -253,7 +253,7 @@ async def base_url(tmp_path: Path) -> AsyncIterator[str]:
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rpckit", "serve",
-            "tests.http.grpc_web_client_service:create_service",
+            "tests.http.grpc_web.grpc_web_client_service:create_service",
             "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
         )  # fmt: skip

@@ -189,7 +189,7 @@ async def test_connect_es_node_client(base_url: str, es_code: Path, mode: str) -
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_connect_python_client(base_url: str, connect_py_code: Path, mode: str) -> None:
-    script = ROOT / "tests" / "http" / "connect_python_client.py"
+    script = ROOT / "tests" / "http" / "connect" / "connect_python_client.py"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = await run_client(

@@ -41,7 +41,7 @@ from rpckit.http import Bridge, BridgeOptions, ConnectTransport, create_app
 from rpckit.http.rest.framing import varint
 from rpckit.serving.http_server import HttpServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SERVER_SOURCE = ROOT / "examples" / "streams" / "server.py"
 DOGS = [Dog(name=f"Dog {i}", age=i % 10) for i in range(10)]
 WAIT = 5.0  # upper bound for any single wait on the wire
