@@ -19,8 +19,8 @@ if [ "${RPCKIT_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; the
   fi
 fi
 # Debian's nginx for the reverse-proxy tests (tests/serving/test_nginx.py) and bench/files.py,
-# and wrk for bench/unary.py.
-for tool in nginx wrk; do
+# wrk for bench/unary.py, and redis-server for the Redis stream log (tests/durable).
+for tool in nginx wrk redis-server; do
   if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null

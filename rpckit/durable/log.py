@@ -25,6 +25,8 @@ __all__ = [
     "LeaseLost",
     "Record",
     "Retention",
+    "StreamEnded",
+    "StreamExists",
     "StreamLog",
     "StreamNotFound",
 ]
@@ -86,7 +88,8 @@ class LeaseLost(RpcError):
 
 class ExpiredOffset(RpcError):
     """A read from an offset older than what is retained (``out_of_range``; HTTP 410).
-    ``earliest`` is the oldest offset still available."""
+    ``earliest`` is the oldest offset still available: the offset to read after to get every
+    record still retained (the offset of the last record retention removed)."""
 
     def __init__(self, stream: str, earliest: str) -> None:
         super().__init__(
@@ -102,24 +105,43 @@ class StreamNotFound(RpcError):
         super().__init__(Code.NOT_FOUND, f"stream {stream} not found")
 
 
+class StreamExists(RpcError):
+    """``create`` with an id that is already a stream (``already_exists``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(Code.ALREADY_EXISTS, f"stream {stream} already exists")
+
+
+class StreamEnded(RpcError):
+    """An append or a second end after the terminal record (``failed_precondition``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(Code.FAILED_PRECONDITION, f"stream {stream} has ended")
+
+
 class StreamLog(Protocol):
     """What a backend offers. Every method is safe to call from any instance at once."""
 
     async def create(self, stream: str, retention: Retention, lease_seconds: float) -> Lease:
-        """Create ``stream`` and give its first lease (raises if the id exists)."""
+        """Create ``stream`` and give its first lease (``StreamExists`` if the id exists).
+        Fencing tokens are unique per log, also across a stream that expired and was
+        created again, so a stale producer of the old one cannot write to the new one."""
         ...
 
     async def renew(self, lease: Lease, lease_seconds: float) -> Lease:
-        """Extend a lease; ``LeaseLost`` if its token is no longer current."""
+        """Extend a lease (and the stream's retention ttl); ``LeaseLost`` if its token is no
+        longer current or it has expired: an expired lease is never revived."""
         ...
 
     async def append(self, lease: Lease, items: Sequence[bytes]) -> str:
         """Append items in order (one round trip for the batch); the offset of the last.
-        ``LeaseLost`` on a stale token; refused after the end."""
+        ``LeaseLost`` on a stale or expired token (or a stream that is gone);
+        ``StreamEnded`` after the end. No items: the stream's last offset."""
         ...
 
     async def end(self, lease: Lease, end: End) -> str:
-        """Append the terminal record (once); its offset."""
+        """Append the terminal record (once: ``StreamEnded`` the second time); its offset.
+        The lease ends with it."""
         ...
 
     def read(
@@ -128,11 +150,14 @@ class StreamLog(Protocol):
         """Records after offset ``after`` in order, then (``follow``) new ones as they are
         appended, until the terminal record (yielded last). ``ExpiredOffset`` when ``after``
         is older than what is retained, ``StreamNotFound`` for an unknown id. A producer whose
-        lease expires without an end makes the reader end with ``unavailable``."""
+        lease expires without an end makes the reader end with ``unavailable``, as does a
+        stream that vanishes while followed (its backend lost it); never a silent clean end.
+        Records removed by retention while a reader is behind: ``ExpiredOffset``."""
         ...
 
     async def cancel(self, stream: str) -> None:
-        """Ask the producer to stop (from any instance); ``cancelled(stream)`` sees it."""
+        """Ask the producer to stop (from any instance); ``cancelled(stream)`` sees it.
+        ``StreamNotFound`` for an unknown id."""
         ...
 
     async def cancelled(self, stream: str) -> None:
