@@ -220,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs", action="store_true", help="serve /docs (Swagger UI) and /docs/openapi.json"
     )
     srv.add_argument(
+        "--durable-path",
+        metavar="PATH",
+        help="serve the Durable Streams protocol under PATH on the HTTP side, e.g. /v1/stream",
+    )
+    srv.add_argument(
+        "--streams",
+        metavar="LOG",
+        help="the stream log: memory (this process) or redis://HOST:PORT/DB",
+    )
+    srv.add_argument(
+        "--durable-long-poll",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long a Durable Streams long-poll waits for data (default 20)",
+    )
+    srv.add_argument(
         "--reload",
         action="store_true",
         help="restart on .py/.proto changes under the current directory (regenerates code)",
@@ -296,6 +313,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.durable_path is not None:
+        if not args.http:
+            parser.error("--durable-path needs --http")
+        if (args.streams or "memory") == "memory" and args.workers > 1:
+            parser.error("--streams memory is one process's: use redis:// with --workers")
+    if args.streams is not None:
+        from rpckit.durable.server import check_streams
+
+        problem = check_streams(args.streams)
+        if problem:
+            parser.error(problem)
     options = serve_options(parser, args, extra)
     if options.reload:
         from rpckit.serving.reload import serve_with_reload

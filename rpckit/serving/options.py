@@ -116,6 +116,14 @@ class ServeOptions:
     otel: bool = False
     #: The docs page at ``/docs`` and the OpenAPI document at ``/docs/openapi.json``.
     docs: bool = False
+    #: Where the Durable Streams protocol is served on the HTTP side (``/v1/stream``); None:
+    #: not served.
+    durable_path: str | None = None
+    #: The stream log: ``memory`` (this process) or ``redis://HOST:PORT/DB``; None: memory
+    #: when ``durable_path`` is set.
+    streams: str | None = None
+    #: How long a Durable Streams long-poll read waits for data before answering 204.
+    durable_long_poll: float = 20.0
     #: Restart on a .py or .proto change under the current directory (regenerating code
     #: first for a .proto change).
     reload: bool = False
@@ -185,6 +193,9 @@ SERVE_FLAGS: Mapping[str, str] = {
     "--access-log": "access_log",
     "--otel": "otel",
     "--docs": "docs",
+    "--durable-path": "durable_path",
+    "--streams": "streams",
+    "--durable-long-poll": "durable_long_poll",
     "--reload": "reload",
     "--log-level": "log_level",
 }

@@ -100,6 +100,7 @@ async def serve_process(
             interceptors=interceptors,
         )
     http_server = None
+    durable: Any = None
     if options.http:
         cors = Cors(origins=options.cors_origins) if options.cors_origins else None
         from rpckit.reflection import reflection_services
@@ -117,6 +118,20 @@ async def serve_process(
             from rpckit.tools.docs import DocsPage, find_viewer
 
             front = DocsPage(bridge, services, find_viewer(), interceptors=interceptors)
+        if options.durable_path is not None:
+            from rpckit.durable.server import (
+                DurableOptions,
+                DurableStreamsApp,
+                mount_durable,
+                open_log,
+            )
+
+            durable = DurableStreamsApp(
+                open_log(options.streams),
+                prefix=options.durable_path,
+                options=DurableOptions(long_poll_seconds=options.durable_long_poll),
+            )
+            front = mount_durable(front, durable)
         app = HealthProbes(
             front,
             health,
@@ -156,6 +171,8 @@ async def serve_process(
             *(s.stop(drain.grace) for s in [grpc_server] if s is not None),
             *(s.stop() for s in [http_server] if s is not None),
         )
+        if durable is not None:
+            await durable.aclose()
         if shutdown_otel is not None:
             await asyncio.to_thread(shutdown_otel)  # flush the last spans and metrics
 

@@ -53,6 +53,9 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "--access-log": (["--no-access-log"], False),
     "--otel": (["--otel"], True),
     "--docs": (["--docs"], True),
+    "--durable-path": (["--durable-path", "/v1/stream"], "/v1/stream"),
+    "--streams": (["--streams", "memory"], "memory"),
+    "--durable-long-poll": (["--durable-long-poll", "2"], 2.0),
     "--reload": (["--reload"], True),
     "--log-level": (["--log-level", "debug"], "debug"),
 }
