@@ -196,3 +196,22 @@ def test_streams_flag_values() -> None:
     problem = check_streams("kafka://x")
     assert problem is not None
     assert "memory or redis://" in problem
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--http", ":0", "--streams", "kafka://x"], "use memory or redis://"),
+        (["--grpc", ":0", "--durable-path", "/v1/stream"], "--durable-path needs --http"),
+        (["--http", ":0", "--workers", "2", "--durable-path", "/s"], "one process's"),
+    ],
+)
+def test_serve_refuses_streams_flags_it_cannot_honour(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rpckit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "pkg.mod:attr", *args])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
