@@ -316,8 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.durable_path is not None:
         if not args.http:
             parser.error("--durable-path needs --http")
-        if (args.streams or "memory") == "memory" and args.workers > 1:
-            parser.error("--streams memory is one process's: use redis:// with --workers")
+        if args.workers > 1:
+            # The protocol's per-stream state (rpckit.durable.meta) is in memory for now.
+            parser.error("--durable-path serves from one process for now: no --workers")
     if args.streams is not None:
         from rpckit.durable.server import check_streams
 

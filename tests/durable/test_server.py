@@ -203,7 +203,7 @@ def test_streams_flag_values() -> None:
     [
         (["--http", ":0", "--streams", "kafka://x"], "use memory or redis://"),
         (["--grpc", ":0", "--durable-path", "/v1/stream"], "--durable-path needs --http"),
-        (["--http", ":0", "--workers", "2", "--durable-path", "/s"], "one process's"),
+        (["--http", ":0", "--workers", "2", "--durable-path", "/s"], "one process for now"),
     ],
 )
 def test_serve_refuses_streams_flags_it_cannot_honour(
