@@ -98,7 +98,8 @@ def test_grpcio_stub_meets_upload_auth_and_the_access_log(server: ExampleServer)
 
 @pytest.fixture(scope="module")
 def es_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """streams.proto as ES modules for connect-node (as in tests/http/connect/test_connect_interop.py)."""
+    """streams.proto as ES modules for connect-node (as in
+    tests/http/connect/test_connect_interop.py)."""
     plugin = NODE_MODULES / ".bin" / "protoc-gen-es"
     require_tool(
         node_available() and plugin.exists() and (NODE_MODULES / "@connectrpc").is_dir(),

@@ -1,5 +1,6 @@
 """The example with error details, and GetDog echoing ``x-echo``/``x-echo-bin`` request
-metadata into response headers and trailers: what tests/http/grpc_web/test_grpc_web_client.py serves."""
+metadata into response headers and trailers: what
+tests/http/grpc_web/test_grpc_web_client.py serves."""
 
 from __future__ import annotations
 

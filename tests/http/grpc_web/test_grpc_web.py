@@ -124,7 +124,8 @@ async def base_url(tmp_path: Path) -> AsyncIterator[str]:
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rpckit", "serve", "tests.http.grpc_web.grpc_web_service:create_service",
+            sys.executable, "-m", "rpckit", "serve",
+            "tests.http.grpc_web.grpc_web_service:create_service",
             "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
         )  # fmt: skip
