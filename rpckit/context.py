@@ -79,8 +79,15 @@ class _NoHeaders:
 _NO_HEADERS = _NoHeaders()
 
 
+# By value, for the per-call conversion: a dict lookup, not the enum's own (slower) lookup.
+# The members are strings, so a member finds itself here too.
+_TRANSPORTS: dict[str, Transport] = {member.value: member for member in Transport}
+_DIALECTS: dict[str, Dialect] = {member.value: member for member in Dialect}
+
+
 def _transport(value: Transport | str) -> Transport:
-    return value if type(value) is Transport else Transport(value)
+    found = _TRANSPORTS.get(value)
+    return found if found is not None else Transport(value)
 
 
 def _dialect(transport: Transport, value: Dialect | str | None) -> Dialect:
@@ -89,7 +96,8 @@ def _dialect(transport: Transport, value: Dialect | str | None) -> Dialect:
         if implied is None:
             raise ValueError(f"a call on transport {transport.value!r} needs a dialect")
         return implied
-    return value if type(value) is Dialect else Dialect(value)
+    found = _DIALECTS.get(value)
+    return found if found is not None else Dialect(value)
 
 
 class Context:
