@@ -128,6 +128,11 @@ def status_code(system: str, code: Code) -> str | None:
 
 
 def _method_name(method: MethodSpec[Any, Any]) -> str:
+    """``pkg.Service/Method``; ``_OTHER`` for a method the server does not serve (the
+    bridge's stand-in for an unknown method-shaped path has no handler), as the semantic
+    conventions ask: a name the client chose must not become a metric label."""
+    if not method.handler:
+        return "_OTHER"
     return f"{method.service}/{method.name}"
 
 

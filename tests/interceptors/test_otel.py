@@ -313,3 +313,25 @@ def test_peer_address_reads_grpc_and_http_peers() -> None:
     assert peer_address("example.com") == ("example.com", None)
     assert peer_address("unix:/tmp/sock") == ("unix:/tmp/sock", None)
     assert peer_address("::1") == ("::1", None)
+
+
+async def test_unknown_methods_are_other_not_a_label_the_client_chooses(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    """A refused call to a method-shaped path the bridge does not serve is recorded (it goes
+    through the runner) under ``rpc.method = _OTHER``: clients cannot grow the metrics'
+    label sets with made-up names. In-process (no socket)."""
+    from rpckit.testing import bridge_for
+
+    interceptor = OpenTelemetry(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    async with bridge_for([StreamsExample(tmp_path)], interceptors=[interceptor]) as bridge:
+        for name in ("Nope1", "Nope2"):
+            response = await bridge.http.post(
+                f"/made.up.Service/{name}", json={}, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 404
+    (point,) = telemetry.points("rpc.server.call.duration")
+    assert point.count == 2
+    assert point.attributes["rpc.method"] == "_OTHER"
