@@ -138,7 +138,8 @@ def _bare_server(stubs: Path, count: int, write: bool) -> Any:
 def _yielding_server(count: int) -> Any:
     """The rpckit service with json_stream served by a handler that yields to grpcio."""
     from rpckit.call import CallRunner
-    from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE, _context, _method_handler
+    from rpckit.grpc.server import _context, _method_handler
+    from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
     from rpckit.service import resolve_stream
     from rpckit.streams import aclose
     from rpckit.wellknown import encode_stream

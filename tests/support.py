@@ -17,7 +17,7 @@ import pytest
 
 from rpckit import Service
 from rpckit.grpc import GrpcServer
-from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "tests" / "node" / "node_modules"

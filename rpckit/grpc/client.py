@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 
 from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable
 from rpckit.errors import Code, RpcError
-from rpckit.grpc.server import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.grpc.status import from_grpc_metadata
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, details_from_status

@@ -33,7 +33,7 @@ from rpckit.service import MethodKind, MethodSpec, Service
 from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "GrpcServer", "generic_handler"]
+__all__ = ["GrpcServer", "generic_handler"]
 
 log = logging.getLogger("rpckit.grpc")
 

@@ -18,12 +18,10 @@ from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.options import BridgeOptions
 from rpckit.http.wire import error_json
-from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.loops import PerLoop, weak_loop
 from rpckit.metadata import Metadata
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_SIZE",
     "BodyWriter",
     "BridgeOptions",
     "ClientGone",

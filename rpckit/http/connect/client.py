@@ -22,7 +22,6 @@ from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterab
 from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
 from rpckit.http.connect.protocol import (
     FLAG_END_STREAM,
@@ -31,6 +30,7 @@ from rpckit.http.connect.protocol import (
     parse_end_stream,
 )
 from rpckit.http.wire import FLAG_COMPRESSED, EnvelopeReader, envelope, error_from_json
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.service import Idempotency, MethodSpec
 
 __all__ = ["ConnectTransport"]

@@ -23,19 +23,18 @@ from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterab
 from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
 from rpckit.http.grpc_web.protocol import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
     Base64Decoder,
-    FrameReader,
     encode_grpc_timeout,
-    frame,
     parse_trailers,
     response_metadata,
     status_from_trailers,
 )
+from rpckit.http.wire import EnvelopeReader, envelope
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
@@ -146,7 +145,7 @@ class GrpcWebTransport(AsyncClosing):
 
     async def _frames(self, requests: AsyncIterable[Message]) -> AsyncIterator[bytes]:
         async for request in requests:
-            data = frame(self.codec.encode(request))
+            data = envelope(self.codec.encode(request))
             yield base64.b64encode(data) if self.text else data
 
     async def _call(
@@ -183,7 +182,7 @@ class GrpcWebTransport(AsyncClosing):
                     body = await response.aread()
                 raise _http_error(response.status_code, body)
             decompressor = self._decompressor(headers.get("grpc-encoding"))
-            reader = FrameReader(self.max_message_size, body=_BODY)
+            reader = EnvelopeReader(self.max_message_size, body=_BODY)
             decoder = Base64Decoder(body=_BODY) if self.text else None
             chunks = response.aiter_raw()
             while True:
@@ -217,7 +216,7 @@ class GrpcWebTransport(AsyncClosing):
 
 
 def _malformed_as_internal(
-    reader: FrameReader, decoder: Base64Decoder | None, chunk: bytes
+    reader: EnvelopeReader, decoder: Base64Decoder | None, chunk: bytes
 ) -> list[tuple[int, bytes]]:
     """The frames a response chunk completes; a malformed body is the server's fault."""
     try:

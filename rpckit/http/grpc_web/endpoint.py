@@ -34,10 +34,10 @@ from rpckit.http.grpc_web.protocol import (
     FLAG_TRAILER,
     Base64Decoder,
     GrpcWebType,
-    frame,
     parse_head,
     trailer_frame,
 )
+from rpckit.http.wire import envelope
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, status_details
@@ -167,7 +167,7 @@ class _Responder:
         data, compressed = compress_message(
             ctx, data, self.compression, self.options.compress_min_bytes
         )
-        chunk = self._encode(frame(data, FLAG_COMPRESSED if compressed else 0))
+        chunk = self._encode(envelope(data, FLAG_COMPRESSED if compressed else 0))
         ctx.stats.bytes_out += len(chunk)
         await self.body.write(chunk)
 

@@ -24,7 +24,6 @@ from rpckit.encodings import EncodingRegistry
 from rpckit.errors import Code, RpcError
 from rpckit.http.wire import (
     FLAG_COMPRESSED,
-    EnvelopeReader,
     Head,
     Refusal,
     compression_named,
@@ -40,11 +39,9 @@ __all__ = [
     "PROTOCOL_HEADERS",
     "RESPONSE_PROTOCOL_HEADERS",
     "Base64Decoder",
-    "FrameReader",
     "GrpcWebType",
     "encode_grpc_timeout",
     "encode_message",
-    "frame",
     "parse_content_type",
     "parse_grpc_timeout",
     "parse_head",
@@ -160,12 +157,6 @@ def parse_content_type(value: str) -> GrpcWebType | None:
     return None
 
 
-#: One frame (a flags byte, a 4-byte big-endian length, the data): the bridge's envelope.
-frame = envelope
-#: Splits a body into (flags, data) frames: the bridge's envelope reader.
-FrameReader = EnvelopeReader
-
-
 class Base64Decoder:
     """Decodes a ``grpc-web-text`` body chunk by chunk.
 
@@ -249,7 +240,7 @@ def trailer_frame(code: Code, message: str, trailers: Iterable[tuple[str, str]])
         if "\r" in value or "\n" in value:
             continue  # a value cannot span lines; dropping it beats corrupting the frame
         lines.append(f"{key.lower()}:{value}")
-    return frame(("\r\n".join(lines) + "\r\n").encode("latin-1", errors="replace"), FLAG_TRAILER)
+    return envelope(("\r\n".join(lines) + "\r\n").encode("latin-1", errors="replace"), FLAG_TRAILER)
 
 
 def parse_trailers(data: bytes) -> Metadata:

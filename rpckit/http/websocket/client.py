@@ -17,13 +17,13 @@ from websockets.typing import Subprotocol
 from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.asgi import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.http.websocket.protocol import (
     MAX_CONTROL_SIZE,
     parse_server_control,
     start_frame,
     subprotocol,
 )
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.service import MethodSpec
 
 __all__ = ["WebSocketTransport"]

@@ -20,13 +20,12 @@ from rpckit.errors import Code, RpcError
 from rpckit.http.grpc_web.protocol import (
     FLAG_TRAILER,
     Base64Decoder,
-    FrameReader,
-    frame,
     parse_content_type,
     parse_grpc_timeout,
     parse_trailers,
     trailer_frame,
 )
+from rpckit.http.wire import EnvelopeReader, envelope
 from tests.http.connect.test_connect_interop import (
     SERVER_START_TIMEOUT,
     _http_address,
@@ -61,27 +60,27 @@ def test_content_types() -> None:
 
 
 def test_frames_split_across_chunks_and_limit() -> None:
-    data = frame(b"abc") + frame(b"", 1) + frame(b"xyz")
-    reader = FrameReader(max_size=10)
+    data = envelope(b"abc") + envelope(b"", 1) + envelope(b"xyz")
+    reader = EnvelopeReader(max_size=10)
     got = [item for i in range(len(data)) for item in reader.feed(data[i : i + 1])]
     assert got == [(0, b"abc"), (1, b""), (0, b"xyz")]
     reader.close()
     with pytest.raises(RpcError) as too_big:
-        list(FrameReader(max_size=2).feed(frame(b"abc")))
+        list(EnvelopeReader(max_size=2).feed(envelope(b"abc")))
     assert too_big.value.code is Code.RESOURCE_EXHAUSTED
-    cut = FrameReader(10)
-    list(cut.feed(frame(b"abc")[:6]))
+    cut = EnvelopeReader(10)
+    list(cut.feed(envelope(b"abc")[:6]))
     with pytest.raises(RpcError, match="request body ended inside a message"):
         cut.close()
 
 
 def test_base64_decoder_handles_padding_between_frames() -> None:
-    body = base64.b64encode(frame(b"ab")) + base64.b64encode(frame(b"cde"))  # padded each
+    body = base64.b64encode(envelope(b"ab")) + base64.b64encode(envelope(b"cde"))  # padded each
     assert b"=" in body[:-4]
     decoder = Base64Decoder()
     out = b"".join(decoder.feed(body[i : i + 3]) for i in range(0, len(body), 3))
     decoder.close()
-    assert out == frame(b"ab") + frame(b"cde")
+    assert out == envelope(b"ab") + envelope(b"cde")
     with pytest.raises(RpcError, match="not valid base64"):
         Base64Decoder().feed(b"!!!!")
     dangling = Base64Decoder()
@@ -146,7 +145,7 @@ def split(body: bytes) -> tuple[list[bytes], dict[str, str]]:
     """The messages and the trailers of a gRPC-Web response body."""
     messages: list[bytes] = []
     trailers: dict[str, str] = {}
-    for flags, data in FrameReader(1 << 20).feed(body):
+    for flags, data in EnvelopeReader(1 << 20).feed(body):
         if flags & FLAG_TRAILER:
             trailers = dict(parse_trailers(data))
         else:
@@ -159,10 +158,10 @@ async def test_grpc_web_text_with_httpx(base_url: str) -> None:
     headers = {"content-type": "application/grpc-web-text", "x-grpc-web": "1"}
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         ok = await client.post(
-            GET_DOG, content=base64.b64encode(frame(GetDogRequest(index=3).SerializeToString()))
+            GET_DOG, content=base64.b64encode(envelope(GetDogRequest(index=3).SerializeToString()))
         )  # no content type: Connect answers; the same path
         assert ok.status_code == 415
-        request = base64.b64encode(frame(GetDogRequest(index=3).SerializeToString()))
+        request = base64.b64encode(envelope(GetDogRequest(index=3).SerializeToString()))
         found = await client.post(GET_DOG, content=request, headers=headers)
         assert found.status_code == 200
         assert found.headers["content-type"] == "application/grpc-web-text+proto"
@@ -172,7 +171,7 @@ async def test_grpc_web_text_with_httpx(base_url: str) -> None:
 
         # A body sent in pieces, each frame base64-encoded on its own (padding in between).
         async def pieces() -> AsyncIterator[bytes]:
-            data = base64.b64encode(frame(JsonStreamRequest(interval_ms=1).SerializeToString()))
+            data = base64.b64encode(envelope(JsonStreamRequest(interval_ms=1).SerializeToString()))
             for i in range(0, len(data), 3):
                 yield data[i : i + 3]
 
@@ -183,7 +182,7 @@ async def test_grpc_web_text_with_httpx(base_url: str) -> None:
 
         missing = await client.post(
             GET_DOG,
-            content=base64.b64encode(frame(GetDogRequest(index=42).SerializeToString())),
+            content=base64.b64encode(envelope(GetDogRequest(index=42).SerializeToString())),
             headers=headers,
         )
         assert missing.status_code == 200
@@ -206,7 +205,7 @@ async def test_grpc_web_text_with_httpx(base_url: str) -> None:
 
         late = await client.post(
             GET_DOG,
-            content=frame(GetDogRequest(index=1).SerializeToString()),
+            content=envelope(GetDogRequest(index=1).SerializeToString()),
             headers={"content-type": "application/grpc-web+proto", "grpc-timeout": "soon"},
         )
         _, trailers = split(late.content)
@@ -244,4 +243,4 @@ async def test_connect_node_grpc_web_transport(base_url: str, es_code: Path, mod
 
 
 def test_frame_header_layout() -> None:
-    assert frame(b"xy", 0x80)[:5] == struct.pack(">BI", 0x80, 2)
+    assert envelope(b"xy", 0x80)[:5] == struct.pack(">BI", 0x80, 2)

@@ -35,12 +35,12 @@ from rpckit.http.grpc_web.protocol import (
     FLAG_TRAILER,
     RESPONSE_PROTOCOL_HEADERS,
     encode_grpc_timeout,
-    frame,
     parse_grpc_timeout,
     parse_trailers,
     status_from_trailers,
     trailer_frame,
 )
+from rpckit.http.wire import envelope
 from rpckit.metadata import Metadata
 from rpckit.status import STATUS_DETAILS_KEY
 from rpckit.v1.stream_pb2 import Text
@@ -202,10 +202,10 @@ async def test_request_headers_and_trailers_only_response() -> None:
 @pytest.mark.parametrize(
     ("status", "chunks", "code", "text"),
     [
-        (200, [frame(Dog(name="a").SerializeToString())], Code.INTERNAL, "without trailers"),
-        (200, [frame(b"abc")[:4]], Code.INTERNAL, "without trailers"),
+        (200, [envelope(Dog(name="a").SerializeToString())], Code.INTERNAL, "without trailers"),
+        (200, [envelope(b"abc")[:4]], Code.INTERNAL, "without trailers"),
         (200, [_OK], Code.INTERNAL, "without a response message"),
-        (200, [frame(b"no colon\r\n", FLAG_TRAILER)], Code.INTERNAL, "malformed"),
+        (200, [envelope(b"no colon\r\n", FLAG_TRAILER)], Code.INTERNAL, "malformed"),
         (404, [b"not here"], Code.UNIMPLEMENTED, "HTTP 404"),
         (415, [b'{"code":"unimplemented","message":"no"}'], Code.UNKNOWN, "HTTP 415: no"),
         (503, [], Code.UNAVAILABLE, "HTTP 503"),
@@ -231,7 +231,7 @@ async def test_text_response_with_bad_base64_is_internal() -> None:
 
 
 async def test_aclose_cancels_the_request() -> None:
-    body = _Body([frame(Dog(name="a").SerializeToString())], endless=True)
+    body = _Body([envelope(Dog(name="a").SerializeToString())], endless=True)
     transport = _mock(200, _WEB, body, [])
     stream = transport.server_stream(
         StreamsServiceMethods.json_stream, JsonStreamRequest(), CallOptions()
