@@ -45,14 +45,15 @@ if [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
   export PATH="$ROOT/tests/node/node_modules/.bin:$PATH"
 fi
-# The bundle of the example's connect.html (connect-web; index.html needs no build). The tests
-# need it; the example only warns without Node, since index.html works all the same.
+# The example's pages: index.html's app (on the generated TypeScript client) and
+# connect.html (connect-web), bundled by build.sh. The tests need them; without Node the
+# example only warns, and its page says to run build.sh.
 if [ "${RPCKIT_SETUP_WEB:-1}" = 1 ]; then
   if ensure_node; then
     PY="$ROOT/.venv/bin/python" bash examples/streams/web/build.sh
   elif [ "${RPCKIT_SETUP_NODE:-1}" = 1 ]; then
     exit 1
   else
-    echo "setup: skipping the connect.html bundle (examples/streams/web/build.sh needs node)" >&2
+    echo "setup: skipping the web page's bundle (examples/streams/web/build.sh needs node)" >&2
   fi
 fi

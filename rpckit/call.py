@@ -33,6 +33,8 @@ from typing import Any, Protocol, TypeAlias
 from google.protobuf.message import Message
 
 from rpckit.context import Context
+from rpckit.durable.calls import DurableCalls, resume_point
+from rpckit.durable.options import OFFSET_HEADER, STREAM_HEADER
 from rpckit.errors import Code, RpcError
 from rpckit.interceptors import Interceptor, InterceptorChain, Outcome
 from rpckit.loops import current_task
@@ -136,6 +138,7 @@ class CallRunner:
     def __init__(
         self,
         interceptors: InterceptorChain | list[Interceptor] | tuple[Interceptor, ...] = (),
+        durable: DurableCalls | None = None,
     ) -> None:
         self.chain = (
             interceptors
@@ -146,6 +149,17 @@ class CallRunner:
         #: The event loop every call runs on, once the server that runs this runner knows it
         #: (the bridge's ``Lifecycle.serving_on``); None finds the loop per call instead.
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Where ``@durable`` methods' streams go (``rpckit serve`` shares one between its
+        #: servers); None makes an in-memory one at the first durable call (one process).
+        self.durable: DurableCalls | None = durable
+
+    def durable_calls(self) -> DurableCalls:
+        """The durable streams of this runner (an in-memory log unless one was given)."""
+        if self.durable is None:
+            from rpckit.durable.memory import MemoryLog
+
+            self.durable = DurableCalls(MemoryLog())
+        return self.durable
 
     def current_task(self) -> asyncio.Task[Any]:
         """The task running the current call (see ``current_task``)."""
@@ -357,6 +371,9 @@ class CallRunner:
             ctx.mark_finishing()  # a unary answer is the last thing the call sends
             await responder.send_message(ctx, response, None)
             return
+        if method.durable is not None:
+            await self._durable(ctx, handler, argument, responder)
+            return
         stream: AsyncIterator[Any] | None = None
         messages: AsyncIterator[Any] | None = None
         try:
@@ -379,6 +396,57 @@ class CallRunner:
         finally:
             await aclose(messages)
             await aclose(stream)
+
+    async def _durable(
+        self, ctx: Context, handler: Handler, argument: Any, responder: Responder
+    ) -> None:
+        """A durable method: start its stream (or name one to resume), then read it."""
+        durable = self.durable_calls()
+        resume = resume_point(ctx)
+        started = resume is None
+        if resume is None:
+            drain = self.drain
+            stream = await durable.start(
+                ctx, handler, argument, drain.running.add, _untracker(drain)
+            )
+            offset = 0
+        else:
+            stream, offset = resume.stream, resume.offset
+            if resume.cancel:
+                await durable.cancel(stream)
+        ctx.response_headers.set(STREAM_HEADER, stream)
+        ctx.response_headers.set(OFFSET_HEADER, str(offset))
+        chain = self.chain
+        stats = ctx.stats
+        output = ctx.method.output
+        items = durable.read(ctx, stream, offset)
+        try:
+            if await responder.send_stream(ctx, items):
+                return  # not for messages; offered as every stream is (framing, keep-alive)
+            if started:
+                await responder.send_headers(ctx)  # the id, before the first item
+            async for event in items:
+                item = event.data
+                if chain.responses:
+                    item = _checked(ctx.method, await chain.response(ctx, item))
+                    if type(item) is not output:
+                        item = _checked(ctx.method, item)
+                stats.messages_out += 1
+                await responder.send_message(ctx, item, event)
+        except (asyncio.CancelledError, ClientGone):
+            if started and ctx.method.durable is not None and not ctx.method.durable.detach:
+                durable.abandon(stream)
+            raise
+        finally:
+            await aclose(items)
+
+
+def _untracker(drain: Drain) -> Callable[[asyncio.Task[Any]], None]:
+    def untrack(task: asyncio.Task[Any]) -> None:
+        drain.running.discard(task)
+        drain._took(task)
+
+    return untrack
 
 
 async def _intercepted(

@@ -17,7 +17,13 @@ from rpckit.http.options import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_SSE_KEEP_ALIVE,
 )
-from rpckit.serving.options import ServeOptions, parse_workers
+from rpckit.limits import DEFAULT_GRPC_STREAM_WINDOW
+from rpckit.serving.options import (
+    DEFAULT_BACKLOG,
+    FILE_RESERVE,
+    ServeOptions,
+    parse_workers,
+)
 from rpckit.serving.target import load_services
 
 __all__ = ["build_parser", "main", "serve_flags", "serve_options"]
@@ -120,17 +126,28 @@ def _generate(args: argparse.Namespace) -> int:
     if not protos:
         print("rpckit generate: no .proto files found", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    # --ts alone writes only TypeScript; --out (default .) adds the Python modules.
+    out = Path(args.out or ".") if args.out is not None or args.ts is None else None
     try:
-        written = run_protoc(protos, proto_paths=proto_paths, out=out, grpc_python=args.grpc_python)
+        written = []
+        if out is not None:
+            written = run_protoc(
+                protos, proto_paths=proto_paths, out=out, grpc_python=args.grpc_python
+            )
+        if args.ts is not None:
+            from rpckit.codegen.typescript import run_typescript
+
+            written_ts = run_typescript(protos, proto_paths=proto_paths, out=Path(args.ts))
+        else:
+            written_ts = []
     except ProtocError:
         return 1  # protoc has printed its diagnostics
     except ValueError as exc:
         print(f"rpckit generate: {exc}", file=sys.stderr)
         return 1
-    for path in written:
+    for path in [*written, *written_ts]:
         print(path)
-    for warning in import_clashes(written, out):
+    for warning in import_clashes(written, out) if out is not None else []:
         print(f"rpckit generate: {warning}", file=sys.stderr)
     return 0
 
@@ -172,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate Python code from .proto files")
     gen.add_argument("protos", nargs="*", help="files relative to a -I path (default: all)")
     gen.add_argument("-I", "--proto-path", action="append", default=None, help="default: protos")
-    gen.add_argument("--out", default=".", help="output directory (default: .)")
+    gen.add_argument(
+        "--out", default=None, help="Python output directory (default: ., none with --ts alone)"
+    )
+    gen.add_argument(
+        "--ts", metavar="DIR", help="write a typed TypeScript client (ES modules) into DIR"
+    )
     gen.add_argument(
         "--grpc-python", action="store_true", help="also write grpcio's *_pb2_grpc.py stubs"
     )
@@ -242,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="restart on .py/.proto changes under the current directory (regenerates code)",
     )
     _add_production_flags(srv)
+    _add_grpc_flags(srv)
     _add_interceptor_flags(srv)
     srv.add_argument("--log-level", default="info")
 
@@ -316,9 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.durable_path is not None:
         if not args.http:
             parser.error("--durable-path needs --http")
-        if args.workers > 1:
-            # The protocol's per-stream state (rpckit.durable.meta) is in memory for now.
-            parser.error("--durable-path serves from one process for now: no --workers")
+        redis_streams = (args.streams or "memory").startswith(("redis://", "rediss://"))
+        if args.workers > 1 and not redis_streams:
+            # Each worker would hold its own streams: only Redis shares them (log and state).
+            parser.error(
+                "--durable-path with --workers needs --streams redis://HOST:PORT/DB "
+                "(memory streams live in one process)"
+            )
     if args.streams is not None:
         from rpckit.durable.server import check_streams
 
@@ -388,6 +415,7 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--liveness-path", default="/healthz", help="HTTP liveness probe path")
     srv.add_argument("--readiness-path", default="/readyz", help="HTTP readiness probe path")
     _add_timeout_flags(srv)
+    _add_connection_flags(srv)
     _add_bridge_flags(srv)
 
 
@@ -438,6 +466,51 @@ def _add_timeout_flags(srv: argparse.ArgumentParser) -> None:
             metavar="SECONDS",
             help=f"{text} after this long (default {default:g})",
         )
+    srv.add_argument(
+        "--handshake-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close a connection, HTTP or gRPC, whose TLS handshake is not done after this "
+        "long (default: --header-timeout)",
+    )
+
+
+def _add_connection_flags(srv: argparse.ArgumentParser) -> None:
+    """How many HTTP connections a serving process takes (``ConnectionLimits``)."""
+    srv.add_argument(
+        "--backlog",
+        type=_positive_int,
+        default=DEFAULT_BACKLOG,
+        metavar="N",
+        help=f"connections the kernel queues before they are accepted (default {DEFAULT_BACKLOG})",
+    )
+    srv.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="granian: HTTP connections served at once per process, more wait in the backlog "
+        f"(default: the open-file limit less {FILE_RESERVE}; uvicorn is bounded by that limit)",
+    )
+
+
+def _add_grpc_flags(srv: argparse.ArgumentParser) -> None:
+    """gRPC's flow control, and reflection on both ports."""
+    srv.add_argument(
+        "--grpc-window",
+        type=_non_negative_int,
+        default=DEFAULT_GRPC_STREAM_WINDOW,
+        metavar="BYTES",
+        help="bytes of a gRPC request stream the server takes ahead of its handler "
+        f"(default {DEFAULT_GRPC_STREAM_WINDOW}; 0: grpc core's adaptive windows, unbounded)",
+    )
+    srv.add_argument(
+        "--reflection",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve gRPC server reflection on both ports (default: on)",
+    )
 
 
 _MARKUP = re.compile(r":[a-z]+:`([^`]+)`|``([^`]+)``|`([^`]+)`")

@@ -129,6 +129,7 @@ class Context:
         deadline: float | None = None,
         request_compression: str | None = None,
         query: bytes = b"",
+        started: float | None = None,
     ) -> None:
         self.method = method
         self.transport: Transport = _transport(transport)
@@ -148,7 +149,8 @@ class Context:
         #: Set by an authentication interceptor: who is calling (any object it chooses).
         self.principal: Any = None
         self._state: dict[Any, Any] | None = None
-        self.stats = CallStats()
+        #: ``started``: when the request arrived (``time.monotonic()``); None: now.
+        self.stats = CallStats(started)
         self._response_compression: str | None = DEFAULT_COMPRESSION
         self._compress_next = True
         self._headers_sent = False

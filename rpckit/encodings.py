@@ -2,7 +2,7 @@
 
 An encoding has a Connect codec ``name``, the ``content_type`` of one message and the
 ``stream_content_type`` of a plain-HTTP sequence of messages (the framing itself belongs
-to the bridge). Four are registered by default:
+to the bridge). Five are registered by default:
 
 - ``proto``: the protobuf binary format.
 - ``json``: the protobuf JSON mapping (lowerCamelCase names out, both spellings in), compact
@@ -13,6 +13,8 @@ to the bridge). Four are registered by default:
   cbor2 or msgpack; decoding loads it and hands it to ``ParseDict``. Only JSON's types are
   accepted in the tree: a native byte string, tag or extension type is rejected rather than
   guessed at.
+- ``postcard``: Postcard, the descriptor's fields as a serde struct (``rpckit.postcard``), what
+  Dioxus Fullstack's ``PostcardEncoding`` carries; its stream is ``application/stream+postcard``.
 
 Decoding never raises anything but ``RpcError(Code.INVALID_ARGUMENT, "<one line>")``, and
 nothing nested deeper than ``rpckit.nesting.MAX_DEPTH`` (100) levels is decoded, by rpckit's
@@ -33,6 +35,7 @@ from google.protobuf.message import Message
 from rpckit.errors import Code, RpcError
 from rpckit.jsonfast import from_flat_dict, to_flat_dict, to_flat_json
 from rpckit.nesting import MAX_DEPTH, CborScan, check_json_depth, too_deep
+from rpckit.postcard import PostcardEncoding
 
 __all__ = [
     "CborEncoding",
@@ -306,7 +309,13 @@ class EncodingRegistry:
 
 
 encodings = EncodingRegistry()
-for _encoding in (ProtoEncoding(), JsonEncoding(), CborEncoding(), MsgPackEncoding()):
+for _encoding in (
+    ProtoEncoding(),
+    JsonEncoding(),
+    CborEncoding(),
+    MsgPackEncoding(),
+    PostcardEncoding(),
+):
     encodings.register(_encoding)
 
 

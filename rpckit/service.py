@@ -14,11 +14,13 @@ import hashlib
 import inspect
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
+
+from rpckit.durable.options import Durability, durability_of
 
 __all__ = [
     "PROTO_ROOT",
@@ -95,6 +97,8 @@ class MethodSpec(Generic[I, O]):
     output: type[O]
     idempotency: Idempotency = Idempotency.UNKNOWN
     http: tuple[HttpRule, ...] = ()
+    #: Set when the handler is marked ``@durable`` (``Service.bind`` copies it here).
+    durable: Durability | None = None
 
     @property
     def path(self) -> str:
@@ -141,6 +145,14 @@ class Service(abc.ABC):
         for method in self.spec().methods:
             handler = getattr(self, method.handler)
             _check_shape(type(self), method, handler)
+            settings = durability_of(handler)
+            if settings is not None:
+                if method.kind is not MethodKind.SERVER_STREAM:
+                    raise TypeError(
+                        f"{type(self).__qualname__}.{method.handler}: only a server-streaming"
+                        f" method can be @durable ({method.path} is {method.kind.value})"
+                    )
+                method = replace(method, durable=settings)
             bound.append((method, handler))
         return bound
 

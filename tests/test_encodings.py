@@ -31,7 +31,7 @@ from rpckit.encodings import (
 from rpckit.errors import Code, RpcError
 from rpckit.v1.stream_pb2 import Bytes
 
-BUILT_IN = ["proto", "json", "cbor", "msgpack"]
+BUILT_IN = ["proto", "json", "cbor", "msgpack", "postcard"]
 
 
 def any_of(message: Message) -> any_pb2.Any:
@@ -82,6 +82,11 @@ def assert_invalid(encoding: Encoding, data: bytes, message_type: type[Message])
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
 def test_round_trip(name: str, message: Message) -> None:
     encoding = get_encoding(name)
+    if name == "postcard" and type(message).DESCRIPTOR.full_name == "google.api.HttpBody":
+        # HttpBody.extensions holds Any, which Postcard cannot carry: refused, clearly.
+        with pytest.raises(RpcError, match=r"Postcard cannot carry google\.protobuf\.Any"):
+            encoding.encode(message)
+        return
     data = encoding.encode(message)
     assert isinstance(data, bytes)
     decoded = encoding.decode(data, type(message))

@@ -28,6 +28,7 @@ __all__ = [
     "StreamEnded",
     "StreamExists",
     "StreamLog",
+    "StreamLost",
     "StreamNotFound",
 ]
 
@@ -84,6 +85,15 @@ class LeaseLost(RpcError):
 
     def __init__(self, stream: str) -> None:
         super().__init__(Code.ABORTED, f"stream {stream}: the producer's lease was lost")
+
+
+class StreamLost(RpcError):
+    """A followed stream ended without its terminal record: its producer's lease expired
+    (``producer lost``) or the stream vanished from the log (``unavailable``). Final: reading
+    it again gives the same answer, unlike a log that is unreachable for a moment."""
+
+    def __init__(self, stream: str, why: str) -> None:
+        super().__init__(Code.UNAVAILABLE, f"stream {stream}: {why}")
 
 
 class ExpiredOffset(RpcError):
@@ -153,6 +163,17 @@ class StreamLog(Protocol):
         lease expires without an end makes the reader end with ``unavailable``, as does a
         stream that vanishes while followed (its backend lost it); never a silent clean end.
         Records removed by retention while a reader is behind: ``ExpiredOffset``."""
+        ...
+
+    def position(self, count: int) -> str:
+        """The offset after the first ``count`` records of any stream (``START`` for 0):
+        where a reader that has ``count`` records resumes. Durable methods publish counts,
+        so a client learns its offset by counting the items it received."""
+        ...
+
+    def count(self, offset: str) -> int:
+        """How many records a stream has up to and including ``offset`` (0 for ``START``):
+        the inverse of ``position``; ``RpcError`` ``invalid_argument`` for a malformed one."""
         ...
 
     async def cancel(self, stream: str) -> None:

@@ -34,6 +34,7 @@ from rpckit.durable.log import (
     Retention,
     StreamEnded,
     StreamExists,
+    StreamLost,
     StreamNotFound,
 )
 from rpckit.errors import Code, RpcError
@@ -209,16 +210,22 @@ class MemoryLog:
             if not follow or state.ended:  # ended: a read after the end record reads nothing
                 return
             if state.gone:
-                raise RpcError(Code.UNAVAILABLE, f"stream {stream}: lost (expired or closed)")
+                raise StreamLost(stream, "lost (expired or closed)")
             remaining = state.lease_deadline - time.monotonic()
             if remaining <= 0:
-                raise RpcError(Code.UNAVAILABLE, f"stream {stream}: producer lost")
+                raise StreamLost(stream, "producer lost")
             changed = state.changed
             try:
                 async with asyncio.timeout(remaining):
                     await changed.wait()
             except TimeoutError:
                 pass  # the deadline is checked again (a renewal may have moved it)
+
+    def position(self, count: int) -> str:
+        return START if count <= 0 else _offset(count - 1)
+
+    def count(self, offset: str) -> int:
+        return _seq("", offset) + 1
 
     async def cancel(self, stream: str) -> None:
         state = self._get(stream)

@@ -3,9 +3,13 @@ names, the parsers for offsets, TTLs, expiry times and producer headers (each ra
 ``ProtocolError`` with the status the protocol gives and a clear message), idempotent-producer
 decisions, JSON-mode splitting and joining, SSE event text and cursors.
 
-Protocol offsets wrap the log's: ``"o"`` is the position before the first record and
-``"o" + hex(log offset)`` follows a record. Hex keeps the log's string order (each byte becomes
-two characters of the same order), so offsets stay strictly increasing, short, URL-safe, and
+Protocol offsets wrap the log's: ``<segment>_<hex of the log offset>``, the segment as 16 hex
+digits. A stream's records are a lineage of segments: a plain stream has one (segment 0, its
+own log stream); a fork reads its source's segments up to the fork point, then its own log
+stream as the next segment. ``0000000000000000_0000000000000000`` is every stream's beginning
+(segment 0, before its first record). Hex keeps the log's string order (each byte becomes two
+characters of the same order, never ``00`` for a text offset) and the fixed-width segment sorts
+first, so offsets stay strictly increasing along a stream and its forks, short, URL-safe, and
 never one of the protocol's sentinels ``-1`` and ``now``.
 """
 
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from urllib.parse import urlsplit
 
 __all__ = [
     "BEGINNING",
@@ -27,6 +32,9 @@ __all__ = [
     "CURSOR_EPOCH",
     "CURSOR_INTERVAL",
     "EXPIRES_AT",
+    "FORKED_FROM",
+    "FORK_OFFSET",
+    "FORK_SUB_OFFSET",
     "MAX_SAFE_INTEGER",
     "NEXT_OFFSET",
     "NOW",
@@ -39,6 +47,9 @@ __all__ = [
     "SSE_ENCODING",
     "TTL",
     "UP_TO_DATE",
+    "ZERO_OFFSET",
+    "Fork",
+    "Position",
     "Producer",
     "ProducerDecision",
     "ProducerState",
@@ -46,21 +57,23 @@ __all__ = [
     "Verdict",
     "control_event",
     "cursor_for",
+    "cut_at_sub_offset",
     "data_event",
     "decide_producer",
-    "from_log_offset",
+    "format_offset",
     "is_json",
     "join_json",
     "normalize_content_type",
     "parse_bool_header",
     "parse_expires_at",
+    "parse_fork",
     "parse_offset",
+    "parse_position",
     "parse_producer",
     "parse_ttl",
     "split_json",
     "sse_allowed",
     "sse_binary",
-    "to_log_offset",
 ]
 
 NEXT_OFFSET = "Stream-Next-Offset"
@@ -76,6 +89,9 @@ PRODUCER_EPOCH = "Producer-Epoch"
 PRODUCER_SEQ = "Producer-Seq"
 PRODUCER_EXPECTED_SEQ = "Producer-Expected-Seq"
 PRODUCER_RECEIVED_SEQ = "Producer-Received-Seq"
+FORKED_FROM = "Stream-Forked-From"
+FORK_OFFSET = "Stream-Fork-Offset"
+FORK_SUB_OFFSET = "Stream-Fork-Sub-Offset"
 
 #: The sentinel offsets a client may send; never produced by a server.
 BEGINNING = "-1"
@@ -88,7 +104,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 CURSOR_INTERVAL = 20
 CURSOR_EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
 
-_PREFIX = "o"
+_SEGMENT_DIGITS = 16
+_SEGMENT_START = "0" * 16
+_HEX = re.compile(r"[0-9a-f]+")
 _FORBIDDEN = frozenset(",&=?/")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _RFC3339 = re.compile(
@@ -108,19 +126,42 @@ class ProtocolError(Exception):
 # Offsets ---------------------------------------------------------------------------------
 
 
-def from_log_offset(log_offset: str | None) -> str:
-    """The protocol offset after the log record at ``log_offset`` (None: before any)."""
-    if log_offset is None:
-        return _PREFIX
-    return _PREFIX + log_offset.encode().hex()
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a protocol offset stands: after the log record at ``log_offset`` of segment
+    ``segment`` of a stream's lineage (None: at the segment's start, before its records)."""
+
+    segment: int
+    log_offset: str | None
 
 
-def to_log_offset(offset: str) -> str | None:
-    """The log offset a protocol offset stands after (None: the beginning)."""
-    if offset == _PREFIX:
-        return None
+def format_offset(segment: int, log_offset: str | None) -> str:
+    """The protocol offset after the log record at ``log_offset`` of ``segment`` (None:
+    before any record of the segment; segment 0 and None is every stream's beginning)."""
+    part = _SEGMENT_START if log_offset is None else log_offset.encode().hex()
+    return f"{segment:0{_SEGMENT_DIGITS}x}_{part}"
+
+
+#: The offset before a stream's first record (the same for every stream, forks included).
+ZERO_OFFSET = format_offset(0, None)
+
+
+def parse_position(offset: str) -> Position:
+    """The position a protocol offset stands for (400 when this server could not have made
+    it: not ``<16 hex digits>_<hex>``, or not the hex of a UTF-8 log offset)."""
+    segment, sep, part = offset.partition("_")
+    if (
+        not sep
+        or len(segment) != _SEGMENT_DIGITS
+        or not _HEX.fullmatch(segment)
+        or not _HEX.fullmatch(part)
+        or len(part) % 2
+    ):
+        raise ProtocolError(400, f"offset {offset!r} is not one this server gave")
+    if part == _SEGMENT_START:
+        return Position(int(segment, 16), None)
     try:
-        return bytes.fromhex(offset[len(_PREFIX) :]).decode()
+        return Position(int(segment, 16), bytes.fromhex(part).decode())
     except ValueError as error:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(400, f"offset {offset!r} is not one this server gave") from error
 
@@ -141,9 +182,7 @@ def parse_offset(values: Sequence[str]) -> str | None:
     bad = sorted({c for c in value if c in _FORBIDDEN or c.isspace() or not c.isprintable()})
     if bad:
         raise ProtocolError(400, f"offset {value!r} has characters offsets never hold: {bad}")
-    if not value.startswith(_PREFIX) or len(value) % 2 != 1:
-        raise ProtocolError(400, f"offset {value!r} is not one this server gave")
-    to_log_offset(value)
+    parse_position(value)
     return value
 
 
@@ -294,6 +333,67 @@ def decide_producer(state: ProducerState | None, producer: Producer) -> Producer
     if producer.seq == state.last_seq + 1:
         return ProducerDecision(Verdict.ACCEPT, ProducerState(state.epoch, producer.seq))
     return ProducerDecision(Verdict.GAP, state)
+
+
+# Forks -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """What a PUT asks to fork: the source stream's path, the fork offset (None: the source's
+    tail when the fork is made) and the sub-offset (bytes of a binary stream, messages of a
+    JSON stream past the fork offset; 0: none)."""
+
+    source: str
+    offset: str | None = None
+    sub_offset: int = 0
+
+
+def parse_fork(source: str | None, offset: str | None, sub_offset: str | None) -> Fork | None:
+    """The fork headers of a PUT, or None when it forks nothing. Refused (400): an offset or
+    sub-offset without ``Stream-Forked-From``, a sub-offset above 0 without
+    ``Stream-Fork-Offset``, a malformed offset or sub-offset (a decimal integer, no sign, no
+    leading zeros). A source given as a URL stands for its path."""
+    if source is None:
+        if offset is not None or sub_offset is not None:
+            raise ProtocolError(400, f"{FORK_OFFSET} and {FORK_SUB_OFFSET} need {FORKED_FROM}")
+        return None
+    source = source.strip()
+    if "://" in source:
+        source = urlsplit(source).path
+    if not source:
+        raise ProtocolError(400, f"{FORKED_FROM} is empty")
+    if offset is not None:
+        offset = offset.strip()
+        if offset not in (BEGINNING,):
+            parse_position(offset)
+    count = 0
+    if sub_offset is not None:
+        value = sub_offset.strip()
+        if not _DECIMAL.fullmatch(value) or int(value) > MAX_SAFE_INTEGER:
+            raise ProtocolError(
+                400, f"{FORK_SUB_OFFSET} {sub_offset!r} is not a non-negative integer"
+            )
+        count = int(value)
+    if count > 0 and offset is None:
+        raise ProtocolError(400, f"{FORK_SUB_OFFSET} above 0 needs {FORK_OFFSET}")
+    return Fork(source, None if offset == BEGINNING else offset, count)
+
+
+def cut_at_sub_offset(following: Sequence[bytes], count: int, *, json_mode: bool) -> list[bytes]:
+    """The part of the records after a fork offset that a sub-offset of ``count`` keeps: the
+    first ``count`` messages of a JSON stream, the first ``count`` bytes of the next record
+    of any other. 400 when there are fewer (or no record at all)."""
+    if json_mode:
+        if len(following) < count:
+            raise ProtocolError(
+                400, f"{FORK_SUB_OFFSET} {count} is past the {len(following)} messages there"
+            )
+        return list(following[:count])
+    if not following or len(following[0]) < count:
+        size = len(following[0]) if following else 0
+        raise ProtocolError(400, f"{FORK_SUB_OFFSET} {count} is past the {size} bytes there")
+    return [following[0][:count]]
 
 
 # JSON mode -------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ by id and no command or script ever spans two slots::
     <prefix>:{<id>}:lease   the current fencing token, with the lease's expiry as its PX
     <prefix>:{<id>}:cancel  a small stream: one entry once someone cancelled
 
-Offsets. A Redis entry id ``<ms>-<seq>`` increases, but not in string order ("9-0" > "10-0");
-offsets are its two numbers as 16 hex digits each (``%016x-%016x``), which sort as strings in
-the same order, and ``"-1"`` (the start) sorts before all of them.
+Offsets. Records are added with explicit entry ids ``0-<n>``, ``n`` the record's number in
+its stream (1, 2, ...), so an offset also says how many records precede it (``position`` and
+``count``, which durable methods publish). A Redis entry id increases, but not in string order
+("0-9" > "0-10"); offsets are its two numbers as 16 hex digits each (``%016x-%016x``), which
+sort as strings in the same order, and ``"-1"`` (the start) sorts before all of them.
 
 Fencing. ``create`` is one script: the meta hash only if absent (``StreamExists`` otherwise),
 then the lease key with PX; the token is the server's clock in microseconds (``TIME``), unique
@@ -36,15 +38,20 @@ removed is ``ExpiredOffset`` (``earliest`` is that id); every record carries its
 trimmed) is ``ExpiredOffset`` too: never a skip.
 
 Reads. A script opens the read (stream exists? ``StreamNotFound``; offset expired?) with the
-first page (XRANGE), then pages follow with XRANGE (``follow=False``) or XREAD BLOCK. The
-block is bounded to a quarter of the lease (between 10 ms and 2 s); when it times out a
-script checks the stream: new records are read, a missing lease with no end record means the
+first page (XRANGE), then pages follow with XRANGE. A follower waits for more without holding
+a connection: every append and end PUBLISHes on the log key's name, every cancel on the cancel
+key's name, and one pattern subscription per ``RedisLog`` (one connection, whatever the number
+of streams and readers) wakes the local waiters of that key, which then read with XRANGE. The
+wait is bounded to a quarter of the lease (between 10 ms and 2 s); when it times out a script
+checks the stream: new records are read, a missing lease with no end record means the
 producer was lost (``unavailable``, so noticed within the lease time plus that bound), a
-missing meta hash means the stream vanished (``unavailable``).
+missing meta hash means the stream vanished (``unavailable``). A wake-up lost while the
+subscription reconnects costs at most that bound.
 
-Cancel. ``cancel`` adds an entry to the stream's cancel stream (in its hash tag);
-``cancelled`` waits on it with XREAD BLOCK, so it returns as soon as Redis delivers the entry
-(milliseconds on loopback).
+Cancel. ``cancel`` adds an entry to the stream's cancel stream (in its hash tag) and publishes;
+``cancelled`` checks the key, then waits for the wake-up (re-checking after a reconnect of
+the subscription, and every 30 s), so it returns
+as soon as Redis delivers it (milliseconds on loopback) and holds no connection meanwhile.
 
 Redis lost (killed, restarted without persistence, failed over to a replica that had not the
 writes): connection errors become ``unavailable``; after a restart with no data, a follower
@@ -55,8 +62,11 @@ finds the stream gone (``unavailable``), a new reader gets ``not_found`` and the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -73,11 +83,14 @@ from rpckit.durable.log import (
     Retention,
     StreamEnded,
     StreamExists,
+    StreamLost,
     StreamNotFound,
 )
 from rpckit.errors import Code, RpcError
 
 __all__ = ["RedisLog", "decode_offset", "encode_offset"]
+
+logger = logging.getLogger("rpckit.durable")
 
 
 def encode_offset(entry_id: bytes | str) -> str:
@@ -151,9 +164,10 @@ _APPEND = (
     + """
 for i = 2, #ARGV do
   n = n + 1
-  last = redis.call('XADD', KEYS[3], '*', 'n', n, 'p', ARGV[i])
+  last = redis.call('XADD', KEYS[3], '0-' .. n, 'n', n, 'p', ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'n', n, 'last', last)
+redis.call('PUBLISH', KEYS[3], '')
 """
     + _REFRESH
     + "return {'ok', last}"
@@ -164,9 +178,10 @@ _END = (
     _CHECK
     + """
 n = n + 1
-last = redis.call('XADD', KEYS[3], '*', 'n', n, 'c', ARGV[2], 'm', ARGV[3], 'x', ARGV[4])
+last = redis.call('XADD', KEYS[3], '0-' .. n, 'n', n, 'c', ARGV[2], 'm', ARGV[3], 'x', ARGV[4])
 redis.call('HSET', KEYS[1], 'n', n, 'last', last, 'ended', 1)
 redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', KEYS[3], '')
 """
     + _REFRESH
     + "return {'ok', last}"
@@ -206,6 +221,7 @@ local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if not ttl then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', 1, '*', 'c', 1)
 redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PUBLISH', KEYS[2], '')
 return 1
 """
 
@@ -267,10 +283,18 @@ class RedisLog:
         self._open = client.register_script(_OPEN)
         self._poll = client.register_script(_POLL)
         self._cancel = client.register_script(_CANCEL)
+        self._wakes = _Wakes(client, f"{prefix}:{{*}}:*")
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "rpckit", **options: Any) -> RedisLog:
-        """A log on a client of its own (closed by ``close``), e.g. ``redis://host:6379/0``."""
+        """A log on a client of its own (closed by ``close``), e.g. ``redis://host:6379/0``.
+
+        Its pool holds up to ``POOL_SIZE`` connections (``?max_connections=`` in the URL
+        overrides it): redis-py's default of 100 raised "Too many connections" under a burst
+        of 1,000 streams, failing starts, renewals and ends. Every command holds a connection
+        only for its round trip (waiting for records holds none), so the number in use
+        follows the commands in flight, not the number of streams or readers."""
+        options.setdefault("max_connections", POOL_SIZE)
         return cls(aioredis.Redis.from_url(url, **options), prefix=prefix, owned=True)
 
     @property
@@ -384,9 +408,9 @@ class RedisLog:
             if page or ended:
                 continue
             if not exists:
-                raise RpcError(Code.UNAVAILABLE, f"stream {stream}: lost (its keys are gone)")
+                raise StreamLost(stream, "lost (its keys are gone)")
             if not leased:
-                raise RpcError(Code.UNAVAILABLE, f"stream {stream}: producer lost")
+                raise StreamLost(stream, "producer lost")
 
     async def _range(
         self, log: str, last: tuple[int, int] | None
@@ -400,13 +424,18 @@ class RedisLog:
     async def _follow(
         self, stream: str, log: str, last: tuple[int, int] | None, block_ms: int
     ) -> list[tuple[tuple[int, int], dict[bytes, bytes]]]:
-        try:
-            reply = await self._client.xread(
-                {log: _entry_id(last) if last else "0-0"}, count=self._page, block=block_ms
-            )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RpcError(Code.UNAVAILABLE, f"stream {stream}: redis: {exc}") from exc
-        return _xread_entries(reply)
+        """The records after ``last``, waiting up to ``block_ms`` for an append's wake-up
+        (empty when none came: the caller then checks the producer)."""
+        with self._wakes.waiting(log) as woken:  # before reading: a later append sets it
+            page = await self._range(log, last)
+            if page:
+                return page
+            try:
+                async with asyncio.timeout(block_ms / 1000):
+                    await woken.wait()
+            except TimeoutError:
+                return []
+        return await self._range(log, last)
 
     async def _earliest(self, stream: str) -> str:
         meta, _, _, _ = self.keys(stream)
@@ -415,6 +444,17 @@ class RedisLog:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RpcError(Code.UNAVAILABLE, f"redis: {exc}") from exc
         return encode_offset(trimmed or b"0-0")
+
+    def position(self, count: int) -> str:
+        return START if count <= 0 else encode_offset(f"0-{count}")
+
+    def count(self, offset: str) -> int:
+        if offset == START:
+            return 0
+        try:
+            return decode_offset(offset)[1]
+        except ValueError:
+            raise RpcError(Code.INVALID_ARGUMENT, f"malformed offset {offset!r}") from None
 
     # --- cancelling --------------------------------------------------------------------------
 
@@ -426,16 +466,117 @@ class RedisLog:
     async def cancelled(self, stream: str) -> None:
         _, _, _, cancel = self.keys(stream)
         while True:
-            try:
-                reply = await self._client.xread({cancel: "0-0"}, count=1, block=5000)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise RpcError(Code.UNAVAILABLE, f"stream {stream}: redis: {exc}") from exc
-            if reply:
-                return
+            with self._wakes.waiting(cancel) as woken:  # before looking: a cancel sets it
+                try:
+                    if await self._client.exists(cancel):
+                        return
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    raise RpcError(Code.UNAVAILABLE, f"stream {stream}: redis: {exc}") from exc
+                with contextlib.suppress(TimeoutError):  # look again now and then
+                    async with asyncio.timeout(_CANCEL_RECHECK):
+                        await woken.wait()
 
     async def close(self) -> None:
+        await self._wakes.close()
         if self._owned:
             await self._client.aclose()
+
+
+#: How long one read of the wake-up subscription waits (under redis-py's 5 s socket timeout).
+_LISTEN_SECONDS = 0.5
+#: How long a wait for a cancel trusts its wake-up before it looks again (seconds).
+_CANCEL_RECHECK = 30.0
+#: Connections per RedisLog made by ``from_url`` at most (Redis' own ``maxclients`` is 10,000).
+POOL_SIZE = 2000
+
+
+class _Wakes:
+    """Wake-ups from Redis pub/sub, one connection per log whatever the number of streams:
+    every append and end publishes on the stream's log key name, every cancel on its cancel
+    key name, and one pattern subscription hands each message to the local waiters of that
+    key. Waiting holds no connection, so the pool serves only short commands. A waiter takes
+    its event *before* it reads (an append after the read sets it); while the subscription
+    is down (a reconnect), waiters fall back to their own timeouts."""
+
+    def __init__(self, client: aioredis.Redis, pattern: str) -> None:
+        self._client = client
+        self._pattern = pattern
+        self._events: dict[str, asyncio.Event] = {}
+        self._users: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def event(self, key: str) -> asyncio.Event:
+        """The event the next message on ``key`` sets (and every reconnect of the
+        subscription: waiters then look again for what they may have missed)."""
+        if (self._task is None or self._task.done()) and not self._closing:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="rpckit redis wake-ups"
+            )
+        found = self._events.get(key)
+        if found is None:
+            found = self._events[key] = asyncio.Event()
+        return found
+
+    @contextlib.contextmanager
+    def waiting(self, key: str) -> Iterator[asyncio.Event]:
+        """``event(key)`` for the block; the key's entry goes once its last waiter leaves
+        (a stream that ends or is abandoned leaves nothing behind)."""
+        found = self.event(key)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            yield found
+        finally:
+            left = self._users[key] - 1
+            if left:
+                self._users[key] = left
+            else:
+                del self._users[key]
+                if self._events.get(key) is found:
+                    del self._events[key]
+
+    def _wake(self, key: str) -> None:
+        found = self._events.pop(key, None)
+        if found is not None:
+            found.set()
+
+    def _wake_all(self) -> None:
+        events, self._events = self._events, {}
+        for found in events.values():
+            found.set()
+
+    async def _listen(self) -> None:
+        while not self._closing:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                self._wake_all()  # whatever was published before the subscription held
+                while not self._closing:
+                    # A bounded wait: an unbounded one times out on redis-py's socket
+                    # timeout (5 s) and would look like a lost connection.
+                    message = await pubsub.get_message(timeout=_LISTEN_SECONDS)
+                    if message is not None and message.get("type") in ("pmessage", b"pmessage"):
+                        channel = message["channel"]
+                        self._wake(channel.decode() if isinstance(channel, bytes) else channel)
+            except Exception as exc:  # the connection, or anything else: subscribe again
+                logger.warning("redis wake-ups lost (%s); reconnecting", exc)
+                self._wake_all()
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):  # a dead connection must not hold us
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        # The listener sees the flag within its 1 s read; cancelling it inside redis-py's read
+        # can leave the task stuck, so cancel is only the fallback.
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            if task.get_loop() is asyncio.get_running_loop():  # else its loop has ended
+                await asyncio.wait({task}, timeout=2.0)
+            task.cancel()
+        self._wake_all()
 
 
 def _ms(seconds: float) -> int:

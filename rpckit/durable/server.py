@@ -9,6 +9,36 @@ producer may stay idle; the fencing token lives in ``StreamMeta`` with the rest 
 protocol's state, so any instance sharing that state can append. Deleting a stream writes a
 ``not_found`` end to its log stream (live readers stop) and forgets the path; the log stream
 itself goes with its retention.
+
+Forks (``PUT`` with ``Stream-Forked-From``) read their source in place: a fork's
+``StreamInfo.segments`` name the log streams it inherits and the last log offset it keeps of
+each (the fork point), and its own log stream follows them. Reads walk the segments up to
+their cuts, then the fork's own log stream (followed live), and protocol offsets carry the
+segment, so an offset of the source up to the fork point is the same position on the fork.
+Only a sub-offset's part of the next record is copied into the fork's log stream at creation.
+A fork counts on its source (``forks``); deleting or expiring a stream that forks still read
+soft-deletes it (410 to everything, 409 to a PUT or a fork of it) and keeps its log stream
+unended; its last fork's removal removes it, and so up the chain. The inherited records stay
+readable as long as the source's log stream is retained (``DurableOptions.retention`` counts
+from the source's last append; a fork does not extend it): once gone, reads that need them
+answer 410. Locks are taken fork first, then source, never the other way.
+
+Durable methods' streams (``rpckit.durable.calls``) are served too, read-only, at
+``{prefix}/{stream id}``: ``method_publisher`` (the ``publish`` hook of ``DurableCalls``)
+registers each stream it starts in ``StreamMeta`` (``StreamInfo.method``: the output message
+type's full name). They are JSON-mode streams (``application/json``): every item is its
+message in the protobuf JSON mapping (rpckit's ``json`` encoding, as the REST routes give it;
+the type must be imported in the serving process, else 501). An ok end closes the stream
+(``Stream-Closed: true``). An error end (the handler's error, ``cancelled``) is not a close:
+the reads give every item before it, and a read from the offset after the last item answers
+the error's HTTP status (Connect's mapping: 499 cancelled, 400 invalid_argument, 500
+internal...) with ``<code>: <message>`` as text. A lost producer (its lease expired without
+an end) answers 503 to live reads (long-poll, and SSE at its start; an SSE response open when
+it is lost ends, and its reconnect gets the 503). PUT (409), POST and DELETE (405) are
+refused: only the handler writes such a stream, and it is cancelled through the RPC
+dialects (``rpckit-stream-cancel``); nor can it be forked. HEAD reads the log for the tail.
+The entry is kept the method's retention ttl plus its lease after the start or the last read
+through the protocol (``StreamInfo.keep_seconds``).
 """
 
 from __future__ import annotations
@@ -16,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -23,6 +54,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -35,18 +69,36 @@ from rpckit.durable.log import (
     Record,
     Retention,
     StreamLog,
+    StreamLost,
     StreamNotFound,
 )
-from rpckit.durable.meta import MemoryMeta, StreamInfo, StreamMeta
+from rpckit.durable.meta import MemoryMeta, Segment, StreamInfo, StreamMeta
+from rpckit.encodings import JsonEncoding
 from rpckit.errors import Code, RpcError
 
-__all__ = ["DurableOptions", "DurableStreamsApp", "check_streams", "mount_durable", "open_log"]
+__all__ = [
+    "DurableOptions",
+    "DurableStreamsApp",
+    "check_streams",
+    "meta_for",
+    "method_publisher",
+    "mount_durable",
+    "open_log",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: A record as read through a stream's lineage, with its protocol offset.
+Found = tuple[str, Record]
+
+logger = logging.getLogger("rpckit.durable")
+_JSON = JsonEncoding()
+#: How long an SSE read of a durable method's stream at its tail waits to learn whether the
+#: producer is lost (so that a reconnect after a loss is answered 503, not streamed again).
+_PROBE_SECONDS = 0.2
 
 _SECURITY = {
     "X-Content-Type-Options": "nosniff",
@@ -123,7 +175,7 @@ class DurableStreamsApp:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.log = log
-        self.meta: StreamMeta = MemoryMeta() if meta is None else meta
+        self.meta: StreamMeta = meta_for(log) if meta is None else meta
         self.prefix = "/" + prefix.strip("/")
         self.options = options or DurableOptions()
         self.clock = clock
@@ -166,6 +218,8 @@ class DurableStreamsApp:
             # The log dropped the stream (its retention passed while idle): so does the path.
             await self.meta.delete(path)
             return _error(404, f"stream {path} not found")
+        except StreamLost as error:
+            return _error(503, f"{error.message}: it will not go on")
         except RpcError as error:
             return _error(503, f"the stream log refused: {error.message}")
 
@@ -183,18 +237,49 @@ class DurableStreamsApp:
     # State -------------------------------------------------------------------------------
 
     async def _live(self, path: str) -> StreamInfo | None:
-        """The path's stream, or None (never created, deleted, or expired: then forgotten)."""
+        """The path's stream (soft-deleted ones included), or None. A stream past its TTL or
+        expiry is removed here (the caller holds ``locked(path)``)."""
         info = await self.meta.get(path)
-        if info is not None and info.expired(self.clock()):
-            await self.meta.delete(path)
-            return None
+        if info is not None and not info.deleted and info.expired(self.clock()):
+            await self._remove(path, info)
+            return await self.meta.get(path)
         return info
 
     async def _existing(self, path: str) -> StreamInfo:
         info = await self._live(path)
         if info is None:
             raise _Refused(_error(404, f"stream {path} not found"))
+        if info.deleted:
+            raise _Refused(_error(410, f"stream {path} was deleted (forks still read it)"))
         return info
+
+    async def _remove(self, path: str, info: StreamInfo) -> None:
+        """Delete a stream (under ``locked(path)``): soft-deleted while forks read it, else
+        forgotten, its log stream ended (live readers stop) and its source released."""
+        if info.forks > 0:
+            await self.meta.put(path, replace(info, deleted=True))
+            return
+        if not await self.meta.delete(path):
+            return
+        if not info.closed:
+            # Live readers stop; the path is gone whether or not the lease still holds.
+            with contextlib.suppress(RpcError):
+                await self.log.end(self._lease(info), End(Code.NOT_FOUND, "stream deleted"))
+        if info.source is not None:
+            await self._release(*info.source)
+
+    async def _release(self, path: str, log_id: str) -> None:
+        """One fork of the stream at ``path`` (log stream ``log_id``) is gone: count it; the
+        last fork of a soft-deleted stream removes it (and so on up the chain)."""
+        async with self.meta.locked(path):
+            info = await self.meta.get(path)
+            if info is None or info.log_id != log_id:
+                return  # gone already, or another stream at the same path since
+            info = replace(info, forks=max(0, info.forks - 1))
+            if info.deleted and info.forks == 0:
+                await self._remove(path, info)
+            else:
+                await self.meta.put(path, info)
 
     async def _touch(self, path: str, info: StreamInfo) -> StreamInfo:
         touched = replace(info, touched_at=self.clock())
@@ -218,7 +303,7 @@ class DurableStreamsApp:
         return [body] if body else []
 
     def _headers(self, info: StreamInfo, *, closed_header: bool = True) -> dict[str, str]:
-        headers = {p.NEXT_OFFSET: p.from_log_offset(info.tail)}
+        headers = {p.NEXT_OFFSET: info.next_offset()}
         if closed_header and info.closed:
             headers[p.CLOSED] = "true"
         return headers
@@ -232,48 +317,169 @@ class DurableStreamsApp:
             raise p.ProtocolError(400, "send Stream-TTL or Stream-Expires-At, not both")
         ttl = p.parse_ttl(ttl_value) if ttl_value is not None else None
         expires_at = p.parse_expires_at(expires_value) if expires_value is not None else None
-        content_type = p.normalize_content_type(request.headers.get("content-type"))
+        fork = p.parse_fork(
+            request.headers.get(p.FORKED_FROM),
+            request.headers.get(p.FORK_OFFSET),
+            request.headers.get(p.FORK_SUB_OFFSET),
+        )
+        if fork is not None:
+            fork = replace(fork, source=self._source_path(fork.source))
+        given_type = request.headers.get("content-type")
         closing = p.parse_bool_header(request.headers.get(p.CLOSED))
         body = await request.body()
-        items = self._items(content_type, body, creating=True)
         async with self.meta.locked(path):
             existing = await self._live(path)
             if existing is not None:
-                same = (
-                    existing.content_type == content_type
-                    and existing.ttl == ttl
-                    and existing.expires_at == expires_at
-                    and existing.closed == closing
-                )
-                if not same:
-                    return _error(409, f"stream {path} exists with another configuration")
-                headers = self._headers(existing)
-                headers["Content-Type"] = existing.content_type
-                return _response(200, headers=headers)
-            retention = self.options.retention
-            if ttl is not None and ttl > retention.ttl:
-                retention = Retention(ttl=float(ttl), max_records=retention.max_records)
-            log_id = uuid.uuid4().hex
-            lease = await self.log.create(log_id, retention, self.options.lease_seconds)
-            info = StreamInfo(
-                log_id=log_id,
-                content_type=content_type,
-                token=lease.token,
-                lease_expires_at=lease.expires_at,
-                ttl=ttl,
-                expires_at=expires_at,
-                touched_at=self.clock(),
-            )
-            if items:
-                info = await self._append(info, items)
-            if closing:
-                await self.log.end(self._lease(info), End())
-                info = replace(info, closed=True)
+                return self._put_again(path, existing, given_type, ttl, expires_at, closing, fork)
+            if fork is None:
+                content_type = p.normalize_content_type(given_type)
+                items = self._items(content_type, body, creating=True)
+                info = await self._create(content_type, ttl, expires_at, items, closing)
+            else:
+                info = await self._fork(fork, given_type, ttl, expires_at, body, closing)
             await self.meta.put(path, info)
         headers = self._headers(info)
-        headers["Content-Type"] = content_type
+        headers["Content-Type"] = info.content_type
         headers["Location"] = str(request.url.replace(query=""))
         return _response(201, headers=headers)
+
+    def _source_path(self, source: str) -> str:
+        """``Stream-Forked-From`` (a path under the prefix) as a stream's path here."""
+        if not self.owns(source):
+            raise p.ProtocolError(400, f"{p.FORKED_FROM} {source!r} is not under {self.prefix}")
+        return source[len(self.prefix) :]
+
+    def _put_again(
+        self,
+        path: str,
+        existing: StreamInfo,
+        given_type: str | None,
+        ttl: int | None,
+        expires_at: float | None,
+        closing: bool,
+        fork: p.Fork | None,
+    ) -> Response:
+        """A PUT at a path that holds a stream: 200 when it asks for the same, else 409."""
+        if existing.method is not None:
+            return _error(409, _read_only(path))
+        if existing.deleted:
+            return _error(409, f"stream {path} was deleted and forks still read it")
+        content_type = p.normalize_content_type(given_type)
+        if fork is not None:
+            if given_type is None:
+                content_type = existing.content_type
+            if ttl is None and expires_at is None:
+                ttl, expires_at = existing.ttl, existing.expires_at
+        same = (
+            existing.content_type == content_type
+            and existing.ttl == ttl
+            and existing.expires_at == expires_at
+            and existing.closed == closing
+            and existing.fork == fork
+        )
+        if not same:
+            return _error(409, f"stream {path} exists with another configuration")
+        headers = self._headers(existing)
+        headers["Content-Type"] = existing.content_type
+        return _response(200, headers=headers)
+
+    async def _create(
+        self,
+        content_type: str,
+        ttl: int | None,
+        expires_at: float | None,
+        items: list[bytes],
+        closing: bool,
+        **fields: Any,
+    ) -> StreamInfo:
+        """A new log stream and the ``StreamInfo`` of a stream on it, ``items`` appended."""
+        retention = self.options.retention
+        if ttl is not None and ttl > retention.ttl:
+            retention = Retention(ttl=float(ttl), max_records=retention.max_records)
+        log_id = uuid.uuid4().hex
+        lease = await self.log.create(log_id, retention, self.options.lease_seconds)
+        info = StreamInfo(
+            log_id=log_id,
+            content_type=content_type,
+            token=lease.token,
+            lease_expires_at=lease.expires_at,
+            ttl=ttl,
+            expires_at=expires_at,
+            touched_at=self.clock(),
+            **fields,
+        )
+        if items:
+            info = await self._append(info, items)
+        if closing:
+            await self.log.end(self._lease(info), End())
+            info = replace(info, closed=True)
+        return info
+
+    async def _fork(
+        self,
+        fork: p.Fork,
+        given_type: str | None,
+        ttl: int | None,
+        expires_at: float | None,
+        body: bytes,
+        closing: bool,
+    ) -> StreamInfo:
+        """A fork of ``fork.source`` (under the fork's lock; takes the source's): it inherits
+        the source's segments up to the fork offset, its content type and (unless given) its
+        TTL or expiry; a sub-offset's part of the next record is copied into its own log
+        stream first. The source counts one more fork."""
+        async with self.meta.locked(fork.source):
+            source = await self._live(fork.source)
+            if source is None:
+                raise _Refused(_error(404, f"stream {fork.source} not found"))
+            if source.deleted:
+                gone = f"stream {fork.source} was deleted: it cannot be forked"
+                raise _Refused(_error(409, gone))
+            if source.method is not None:
+                raise _Refused(_error(409, _read_only(fork.source) + "; nor forked"))
+            content_type = source.content_type
+            if given_type is not None and p.normalize_content_type(given_type) != content_type:
+                raise _Refused(_error(409, f"stream {fork.source} holds {content_type}"))
+            if ttl is None and expires_at is None:
+                ttl, expires_at = source.ttl, source.expires_at
+            tail = source.next_offset()
+            offset = tail if fork.offset is None else fork.offset
+            position = p.parse_position(offset)
+            if offset > tail or position.segment > len(source.segments):
+                raise p.ProtocolError(400, f"{p.FORK_OFFSET} {offset!r} is past the source")
+            segments = _inherit(source, position)
+            items: list[bytes] = []
+            if fork.sub_offset > 0:
+                following = await self._following(source, offset, fork.sub_offset)
+                items = p.cut_at_sub_offset(
+                    following, fork.sub_offset, json_mode=p.is_json(content_type)
+                )
+            items += self._items(content_type, body, creating=True)
+            info = await self._create(
+                content_type,
+                ttl,
+                expires_at,
+                items,
+                closing,
+                segments=segments,
+                fork=fork,
+                source=(fork.source, source.log_id),
+            )
+            await self.meta.put(fork.source, replace(source, forks=source.forks + 1))
+        return info
+
+    async def _following(self, info: StreamInfo, start: str, count: int) -> list[bytes]:
+        """The payloads of up to ``count`` data records after ``start`` (one for a binary
+        stream: a sub-offset cuts within one record)."""
+        limit = count if p.is_json(info.content_type) else 1
+        found: list[bytes] = []
+        reader = self._lineage(info, start, follow=False)
+        async with _closing(reader):
+            async for _, record in reader:
+                if record.end is not None or len(found) >= limit:
+                    break
+                found.append(record.data)
+        return found
 
     # POST --------------------------------------------------------------------------------
 
@@ -293,6 +499,8 @@ class DurableStreamsApp:
         content_type = request.headers.get("content-type")
         async with self.meta.locked(path):
             info = await self._existing(path)
+            if info.method is not None:
+                return _error(405, _read_only(path), {"Allow": "GET, HEAD, OPTIONS"})
             items: list[bytes] = []
             if body:
                 if content_type is None:
@@ -370,15 +578,16 @@ class DurableStreamsApp:
     async def _delete(self, path: str, request: Request) -> Response:
         async with self.meta.locked(path):
             info = await self._existing(path)
-            await self.meta.delete(path)
-        if not info.closed:
-            # Live readers stop; the path is gone whether or not the lease still holds.
-            with contextlib.suppress(RpcError):
-                await self.log.end(self._lease(info), End(Code.NOT_FOUND, "stream deleted"))
+            if info.method is not None:
+                return _error(405, _read_only(path), {"Allow": "GET, HEAD, OPTIONS"})
+            await self._remove(path, info)
         return _response(204)
 
     async def _head(self, path: str, request: Request) -> Response:
-        info = await self._existing(path)
+        async with self.meta.locked(path):
+            info = await self._existing(path)
+        if info.method is not None:
+            info = await self._method_tail(info)
         headers = self._headers(info)
         headers["Content-Type"] = info.content_type
         headers["Cache-Control"] = "no-store"
@@ -401,13 +610,19 @@ class DurableStreamsApp:
         async with self.meta.locked(path):
             info = await self._existing(path)
             info = await self._touch(path, info)
+        if info.method is not None:
+            self._message_class(path, info.method)  # 501 now, not in the middle of a body
+            if offset == p.NOW:
+                info = await self._method_tail(info)
         if offset == p.NOW:
-            start = p.from_log_offset(info.tail)
+            start = info.next_offset()
         elif offset is None or offset == p.BEGINNING:
-            start = p.from_log_offset(None)
+            start = p.ZERO_OFFSET
         else:
             start = offset
         if live == "sse":
+            if info.method is not None:
+                await self._probe(path, info, start)
             return self._sse(info, start, request.query_params.get("cursor"))
         if offset == p.NOW and live != "long-poll":
             headers = self._headers(info)
@@ -444,7 +659,7 @@ class DurableStreamsApp:
                     p.CURSOR: p.cursor_for(self.clock(), request.query_params.get("cursor")),
                 },
             )
-        end = p.from_log_offset(records[-1].offset) if records else start
+        end = records[-1][0] if records else start
         etag = f'"{info.log_id}:{start}:{end}{":c" if ended else ""}"'
         headers = {
             "Content-Type": info.content_type,
@@ -461,56 +676,138 @@ class DurableStreamsApp:
             return _response(304, headers=headers)
         return _response(200, self._body(info, records), headers)
 
-    def _body(self, info: StreamInfo, records: list[Record]) -> bytes:
+    def _body(self, info: StreamInfo, records: list[Found]) -> bytes:
+        if info.method is not None:
+            output = self._message_class("", info.method)
+            return p.join_json(_as_json(output, r.data) for _, r in records)
         if p.is_json(info.content_type):
-            return p.join_json(r.data for r in records)
-        return b"".join(r.data for r in records)
+            return p.join_json(r.data for _, r in records)
+        return b"".join(r.data for _, r in records)
 
-    async def _catch_up(self, path: str, info: StreamInfo, start: str) -> tuple[list[Record], bool]:
-        """The data records after ``start`` and whether the stream's end follows them."""
-        records: list[Record] = []
-        ended = False
-        reader = self.log.read(info.log_id, self._after(start), follow=False)
+    async def _lineage(self, info: StreamInfo, start: str, *, follow: bool) -> AsyncIterator[Found]:
+        """The stream's records after protocol offset ``start`` with their protocol offsets:
+        the inherited segments' (up to each cut), then its own log stream's (``follow``: new
+        ones as they come, until its end record)."""
+        position = p.parse_position(start)
+        depth = len(info.segments)
+        if position.segment > depth:
+            raise p.ProtocolError(400, f"offset {start!r} is past this stream")
+        for index in range(position.segment, depth):
+            segment = info.segments[index]
+            after = position.log_offset if index == position.segment else None
+            if segment.cut is None or (after is not None and after >= segment.cut):
+                continue
+            rs = self._log_records(segment.log_id, after, False)
+            async with _closing(rs):
+                async for record in rs:
+                    if record.end is not None or record.offset > segment.cut:
+                        break
+                    yield p.format_offset(index, record.offset), record
+        after = position.log_offset if position.segment == depth else None
+        own = self._log_records(info.log_id, after, follow)
+        async with _closing(own):
+            async for record in own:
+                yield p.format_offset(depth, record.offset), record
+
+    async def _log_records(
+        self, log_id: str, after: str | None, follow: bool
+    ) -> AsyncIterator[Record]:
+        """``log.read`` with its expired offsets as 410 (an inherited log stream that is gone
+        is too: the records a fork inherited from it are)."""
+        reader = self.log.read(log_id, START if after is None else after, follow=follow)
         try:
-            async for record in reader:
-                if record.end is not None:
-                    ended = True
-                    self._check_end(path, record.end)
-                    break
-                records.append(record)
+            async with _closing(reader):
+                async for record in reader:
+                    yield record
         except ExpiredOffset as error:
             raise p.ProtocolError(410, str(error.message)) from error
-        finally:
-            await _aclose(reader)
-        return records, ended
 
-    def _after(self, start: str) -> str:
-        log_offset = p.to_log_offset(start)
-        return START if log_offset is None else log_offset
+    async def _catch_up(self, path: str, info: StreamInfo, start: str) -> tuple[list[Found], bool]:
+        """The data records after ``start`` and whether the stream's end follows them."""
+        records: list[Found] = []
+        ended = False
+        reader = self._lineage(info, start, follow=False)
+        async with _closing(reader):
+            async for found in reader:
+                end = found[1].end
+                if end is not None:
+                    if info.method is not None and end.code is not Code.OK:
+                        if records:
+                            break  # the items first; the error to the read after them
+                        raise _Refused(_failed(path, end))
+                    ended = True
+                    self._check_end(path, end)
+                    break
+                records.append(found)
+        return records, ended
 
     def _check_end(self, path: str, end: End) -> None:
         if end.code is Code.NOT_FOUND:
             raise _Refused(_error(404, f"stream {path} not found"))
 
-    async def _wait(self, path: str, info: StreamInfo, start: str) -> tuple[list[Record], bool]:
+    # Durable methods' streams ------------------------------------------------------------
+
+    def _message_class(self, path: str, name: str) -> type[ProtoMessage]:
+        """The output message class of a durable method's stream (501 when this process
+        does not know the type)."""
+        try:
+            return _message_class(name)
+        except KeyError:
+            unknown = f"stream {path}: its message type {name} is not known to this server"
+            raise _Refused(_error(501, unknown)) from None
+
+    async def _method_tail(self, info: StreamInfo) -> StreamInfo:
+        """A durable method's stream as the log has it now: its tail, closed once ended ok."""
+        tail: str | None = None
+        closed = False
+        reader = self._log_records(info.log_id, None, False)
+        async with _closing(reader):
+            async for record in reader:
+                if record.end is not None:
+                    closed = record.end.code is Code.OK
+                    break
+                tail = record.offset
+        return replace(info, tail=tail, closed=closed)
+
+    async def _probe(self, path: str, info: StreamInfo, start: str) -> None:
+        """Before an SSE response on a durable method's stream: its error end, or its lost
+        producer, as an error status when nothing precedes it (``_Refused``)."""
+        records, ended = await self._catch_up(path, info, start)
+        if records or ended:
+            return
+        reader = self._lineage(info, start, follow=True)
+        async with _closing(reader):
+            try:
+                found = await asyncio.wait_for(anext(reader), timeout=_PROBE_SECONDS)
+            except (TimeoutError, StopAsyncIteration):
+                return
+        end = found[1].end
+        if end is not None and end.code is not Code.OK:
+            raise _Refused(_failed(path, end))
+
+    async def _wait(self, path: str, info: StreamInfo, start: str) -> tuple[list[Found], bool]:
         """Wait up to the long-poll timeout for the first record after ``start``; then
         everything available."""
-        reader = self.log.read(info.log_id, self._after(start), follow=True)
-        try:
+        reader = self._lineage(info, start, follow=True)
+        async with _closing(reader):
             try:
                 first = await asyncio.wait_for(
                     anext(reader), timeout=self.options.long_poll_seconds
                 )
             except (TimeoutError, StopAsyncIteration):
                 return [], False
-        except ExpiredOffset as error:
-            raise p.ProtocolError(410, str(error.message)) from error
-        finally:
-            await _aclose(reader)
-        if first.end is not None:
-            self._check_end(path, first.end)
+        end = first[1].end
+        if end is not None:
+            if info.method is not None and end.code is not Code.OK:
+                raise _Refused(_failed(path, end))
+            self._check_end(path, end)
             return [], True
-        more, ended = await self._catch_up(path, info, p.from_log_offset(first.offset))
+        try:
+            more, ended = await self._catch_up(path, info, first[0])
+        except _Refused:
+            if info.method is None:
+                raise
+            more, ended = [], False  # an error end right after: the next read answers it
         return [first, *more], ended
 
     # SSE ---------------------------------------------------------------------------------
@@ -524,9 +821,9 @@ class DurableStreamsApp:
             headers[p.SSE_ENCODING] = "base64"
         return StreamingResponse(self._events(info, start, cursor, binary), headers=headers)
 
-    def _data(self, info: StreamInfo, records: list[Record], binary: bool) -> bytes:
+    def _data(self, info: StreamInfo, records: list[Found], binary: bool) -> bytes:
         if binary:
-            return p.data_event(b"".join(r.data for r in records), binary=True)
+            return p.data_event(b"".join(r.data for _, r in records), binary=True)
         return p.data_event(self._body(info, records), binary=False)
 
     async def _events(
@@ -539,46 +836,125 @@ class DurableStreamsApp:
         records, ended = await self._catch_up_quiet(info, position)
         data = b""
         if records:
-            position = p.from_log_offset(records[-1].offset)
+            position = records[-1][0]
             data = self._data(info, records, binary)
         cursor = p.cursor_for(self.clock(), cursor)
         yield data + p.control_event(position, cursor, up_to_date=True, closed=ended)
         if ended:
             return
-        reader = self.log.read(info.log_id, self._after(position), follow=True)
+        reader = self._lineage(info, position, follow=True)
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                try:
-                    record = await asyncio.wait_for(anext(reader), timeout=remaining)
-                except (TimeoutError, StopAsyncIteration):
-                    return
-                if record.end is not None:
-                    if record.end.code is Code.OK:
-                        yield p.control_event(position, None, up_to_date=True, closed=True)
-                    return
-                position = p.from_log_offset(record.offset)
-                cursor = p.cursor_for(self.clock(), cursor)
-                data = self._data(info, [record], binary)
-                yield data + p.control_event(position, cursor, up_to_date=True)
-        except ExpiredOffset:
+            async with _closing(reader):
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    try:
+                        offset, record = await asyncio.wait_for(anext(reader), remaining)
+                    except (TimeoutError, StopAsyncIteration):
+                        return
+                    if record.end is not None:
+                        if record.end.code is Code.OK:
+                            yield p.control_event(position, None, up_to_date=True, closed=True)
+                        return
+                    position = offset
+                    cursor = p.cursor_for(self.clock(), cursor)
+                    data = self._data(info, [(offset, record)], binary)
+                    yield data + p.control_event(position, cursor, up_to_date=True)
+        except (p.ProtocolError, RpcError):
             return
-        finally:
-            await _aclose(reader)
 
-    async def _catch_up_quiet(self, info: StreamInfo, start: str) -> tuple[list[Record], bool]:
+    async def _catch_up_quiet(self, info: StreamInfo, start: str) -> tuple[list[Found], bool]:
         try:
             return await self._catch_up("", info, start)
         except (p.ProtocolError, _Refused):
-            return [], True
+            # A durable method's error end is not a close: the response just ends, and the
+            # reconnect is answered the error (``_probe``).
+            return [], info.method is None
 
 
-async def _aclose(iterator: AsyncIterator[Record]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[Any]) -> AsyncIterator[None]:
+    """Closes an async iterator (a generator: its ``finally`` runs now, not when collected)."""
+    try:
+        yield
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _inherit(source: StreamInfo, position: p.Position) -> tuple[Segment, ...]:
+    """The segments a fork of ``source`` at ``position`` inherits: the source's before the
+    position's segment, and that segment up to the position (never past its own cut)."""
+    index = position.segment
+    if index < len(source.segments):
+        segment = source.segments[index]
+        cut = segment.cut
+        if cut is not None and (position.log_offset is None or position.log_offset < cut):
+            cut = position.log_offset
+        return (*source.segments[:index], Segment(segment.log_id, cut))
+    return (*source.segments, Segment(source.log_id, position.log_offset))
+
+
+def _read_only(path: str) -> str:
+    return (
+        f"stream {path} is a durable method's stream: only its handler writes it "
+        "(cancel it through the RPC, rpckit-stream-cancel)"
+    )
+
+
+def _failed(path: str, end: End) -> Response:
+    """The answer to a read at a durable method's error end: the code's HTTP status."""
+    return _error(
+        end.code.http_status, f"stream {path} ended with {end.code.connect_name}: {end.message}"
+    )
+
+
+_classes: dict[str, type[ProtoMessage]] = {}
+
+
+def _message_class(name: str) -> type[ProtoMessage]:
+    """The generated class of message type ``name`` (``KeyError`` when not imported)."""
+    found = _classes.get(name)
+    if found is None:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
+        found = _classes[name] = message_factory.GetMessageClass(descriptor)
+    return found
+
+
+def _as_json(output: type[ProtoMessage], data: bytes) -> bytes:
+    try:
+        return _JSON.encode(output.FromString(data))
+    except DecodeError as error:  # never written by a producer; refused rather than sent
+        raise RpcError(Code.DATA_LOSS, f"a record is not a {output.__name__}: {error}") from None
+
+
+def method_publisher(
+    meta: StreamMeta, clock: Callable[[], float] = time.time
+) -> Callable[[str, Any], Awaitable[None]]:
+    """The ``publish`` hook of ``DurableCalls``: registers each durable method's stream it
+    starts in ``meta``, so a ``DurableStreamsApp`` on the same state serves it at
+    ``{prefix}/{stream id}``. A failure is logged, not raised (the call goes on; only the
+    protocol does not see the stream)."""
+
+    async def publish(stream: str, method: Any) -> None:
+        settings = method.durable
+        info = StreamInfo(
+            log_id=stream,
+            content_type="application/json",
+            token=0,
+            lease_expires_at=0.0,
+            touched_at=clock(),
+            method=method.output.DESCRIPTOR.full_name,
+            keep_seconds=settings.retention.ttl + settings.lease_seconds,
+        )
+        try:
+            await meta.put("/" + stream, info)
+        except RpcError as error:
+            logger.warning("stream %s: not published to the protocol: %s", stream, error)
+
+    return publish
 
 
 def mount_durable(front: ASGIApp, durable: DurableStreamsApp) -> ASGIApp:
@@ -620,3 +996,15 @@ def open_log(spec: str | None) -> StreamLog:
     from_url = getattr(factory, "from_url", None)
     log: StreamLog = from_url(spec) if from_url is not None else factory(spec)
     return log
+
+
+def meta_for(log: StreamLog) -> StreamMeta:
+    """The protocol state that goes with ``log``: in the same Redis beside a ``RedisLog``
+    (shared by every instance and worker on it, ``rpckit.durable.redis_meta``), else in this
+    process (``MemoryMeta``)."""
+    client = getattr(log, "client", None)
+    if type(log).__module__ == "rpckit.durable.redis" and client is not None:
+        module = importlib.import_module("rpckit.durable.redis_meta")
+        meta: StreamMeta = module.RedisMeta(client)
+        return meta
+    return MemoryMeta()

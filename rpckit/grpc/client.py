@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable
+from rpckit.client import (
+    AsyncClosing,
+    CallOptions,
+    Closing,
+    StreamCall,
+    StreamCallSync,
+    as_async_iterable,
+    as_iterable,
+)
 from rpckit.errors import Code, RpcError
 from rpckit.grpc.status import from_grpc_metadata
 from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
@@ -19,7 +27,7 @@ from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, details_from_status
 
-__all__ = ["GrpcTransport"]
+__all__ = ["GrpcTransport", "GrpcTransportSync"]
 
 I = TypeVar("I", bound=Message)  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
@@ -225,5 +233,159 @@ async def _responses(
         if source is not None:
             source.raise_failure()
         raise
+    finally:
+        call.cancel()
+
+
+# --- blocking ------------------------------------------------------------------------------
+
+
+def _sync_error(exc: Any) -> RpcError:
+    """The RpcError a blocking call's ``grpc.RpcError`` (also a ``grpc.Call``) stands for."""
+    trailers = exc.trailing_metadata() or ()
+    details: list[Message] = []
+    rest: list[tuple[str, str]] = []
+    for key, value in trailers:
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            details = details_from_status(value)
+        else:
+            rest += from_grpc_metadata([(key, value)]).items()
+    return RpcError(Code(exc.code().value[0]), exc.details() or "", details, metadata=rest)
+
+
+def _sync_record(call: Any, options: CallOptions, *, trailers: bool) -> None:
+    if options.response is None:
+        return
+    if not options.response.headers:
+        options.response.headers = from_grpc_metadata(call.initial_metadata() or ())
+    if trailers:
+        options.response.trailers = _plain(call.trailing_metadata())
+
+
+def _sync_failed(exc: grpc.RpcError, options: CallOptions) -> RpcError:
+    if options.response is not None:
+        call: Any = exc
+        if not options.response.headers:
+            options.response.headers = from_grpc_metadata(call.initial_metadata() or ())
+        options.response.trailers = _plain(call.trailing_metadata())
+    return _sync_error(exc)
+
+
+class GrpcTransportSync(Closing):
+    """``GrpcTransport`` for blocking clients (``*ClientSync``), over grpcio's blocking
+    channel: ``GrpcTransportSync("127.0.0.1:50051")`` opens one it owns (``close()`` or
+    ``with``); pass a ``grpc.Channel`` to share one."""
+
+    def __init__(
+        self,
+        target: str | grpc.Channel,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if isinstance(target, str):
+            options = [
+                ("grpc.max_send_message_length", max_message_size),
+                ("grpc.max_receive_message_length", max_message_size),
+            ]
+            self.channel = grpc.insecure_channel(target, options=options)
+            self._owned = True
+        else:
+            self.channel = target
+            self._owned = False
+
+    def close(self) -> None:
+        """Close the channel if this transport opened it."""
+        if self._owned:
+            self.channel.close()
+
+    def _stub(self, kind: str, method: MethodSpec[Any, Any]) -> Any:
+        return getattr(self.channel, kind)(
+            method.path,
+            request_serializer=_serialize,
+            response_deserializer=method.output.FromString,
+        )
+
+    def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
+        """Call a unary method."""
+        stub = self._stub("unary_unary", method)
+        metadata = grpc_request_metadata(options)
+        try:
+            response, call = stub.with_call(request, timeout=options.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise _sync_failed(exc, options) from None
+        _sync_record(call, options, trailers=True)
+        result: O = response
+        return result
+
+    def client_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> O:
+        """Call a client-streaming method with the given requests."""
+        stub = self._stub("stream_unary", method)
+        source = _SyncRequests(as_iterable(requests))
+        metadata = grpc_request_metadata(options)
+        try:
+            response, call = stub.with_call(source, timeout=options.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            source.raise_failure()
+            raise _sync_failed(exc, options) from None
+        _sync_record(call, options, trailers=True)
+        result: O = response
+        return result
+
+    def server_stream(
+        self, method: MethodSpec[I, O], request: I, options: CallOptions
+    ) -> StreamCallSync[O]:
+        """Call a server-streaming method; iterate the result for the responses."""
+        stub = self._stub("unary_stream", method)
+        call = stub(request, timeout=options.timeout, metadata=grpc_request_metadata(options))
+        return StreamCallSync(_sync_responses(call, options), call.cancel)
+
+    def bidi_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> StreamCallSync[O]:
+        """Call a bidi method; requests are sent as they come while responses are read."""
+        stub = self._stub("stream_stream", method)
+        source = _SyncRequests(as_iterable(requests))
+        call = stub(source, timeout=options.timeout, metadata=grpc_request_metadata(options))
+        return StreamCallSync(_sync_responses(call, options, source), call.cancel)
+
+
+class _SyncRequests:
+    """``_Requests`` for grpcio's blocking channel (which reads them on its own thread)."""
+
+    def __init__(self, requests: Iterable[Any]) -> None:
+        self._requests = iter(requests)
+        self._failure: Exception | None = None
+
+    def __iter__(self) -> _SyncRequests:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._requests)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            self._failure = exc
+            raise
+
+    def raise_failure(self) -> None:
+        """Raise the requests' own error, if they failed."""
+        if self._failure is not None:
+            raise self._failure from None
+
+
+def _sync_responses(
+    call: Any, options: CallOptions, source: _SyncRequests | None = None
+) -> Iterator[Any]:
+    try:
+        _sync_record(call, options, trailers=False)
+        yield from call
+        _sync_record(call, options, trailers=True)
+    except grpc.RpcError as exc:
+        if source is not None:
+            source.raise_failure()
+        raise _sync_failed(exc, options) from None
     finally:
         call.cancel()

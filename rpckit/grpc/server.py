@@ -25,15 +25,15 @@ from rpckit.call import CallRunner, ClientGone
 from rpckit.context import UNKNOWN_COMPRESSION, Context
 from rpckit.encodings import ProtoEncoding
 from rpckit.errors import Code, RpcError, message_too_large
-from rpckit.grpc.status import from_grpc_metadata, grpc_code, to_grpc_metadata
+from rpckit.grpc.status import grpc_code, to_grpc_metadata
 from rpckit.interceptors import Interceptor
-from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
+from rpckit.limits import DEFAULT_GRPC_STREAM_WINDOW, DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import MethodKind, MethodSpec, Service
 from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
-__all__ = ["GrpcServer", "generic_handler"]
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "GrpcServer", "generic_handler"]
 
 log = logging.getLogger("rpckit.grpc")
 
@@ -42,6 +42,8 @@ _NO_DEADLINE = 1e8  # grpcio reports a huge time_remaining() when there is no de
 END_SETTLE = 0.002
 #: Seconds grpcio waits after rpckit's own drain before it cancels what is left.
 DRAIN_MARGIN = 1.0
+#: Seconds a gRPC connection may take to finish its TLS (or plaintext HTTP/2) handshake.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 _COMPRESSIONS = {
     "identity": grpc.Compression.NoCompression,
     "gzip": grpc.Compression.Gzip,
@@ -57,27 +59,28 @@ ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
 def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
     now = time.monotonic()  # read first, so the deadline is never later than grpcio's
     remaining = context.time_remaining()
-    headers = from_grpc_metadata(context.invocation_metadata())
-    ctx = Context(
+    headers = Metadata()
+    items = headers._items
+    # ``ctx.request_compression`` on gRPC: grpcio's core takes ``grpc-encoding`` out of the
+    # invocation metadata and its servicer context has no other way to read it (grpcio
+    # 1.85), so it is ``unknown``, never None, which would say "uncompressed".
+    compression: str | None = UNKNOWN_COMPRESSION
+    for key, value in context.invocation_metadata() or ():
+        if type(value) is str:
+            items.append((key.lower(), value))
+            if key == "grpc-encoding" and compression is UNKNOWN_COMPRESSION:
+                compression = None if value == "identity" else value
+        else:
+            headers.add(key, value)
+    return Context(
         method,
         transport="grpc",
         request_headers=headers,
         peer=context.peer(),
         deadline=now + remaining if remaining is not None and remaining < _NO_DEADLINE else None,
-        request_compression=_request_compression(headers),
+        request_compression=compression,
+        started=now,
     )
-    ctx.stats.started = now
-    return ctx
-
-
-def _request_compression(headers: Metadata) -> str | None:
-    """What ``ctx.request_compression`` says on gRPC: grpcio's core takes ``grpc-encoding``
-    out of the invocation metadata and its servicer context has no other way to read it
-    (grpcio 1.85), so it is ``unknown``, never None, which would say "uncompressed"."""
-    name = headers.get("grpc-encoding")  # in case a grpcio ever hands it over
-    if name is None:
-        return UNKNOWN_COMPRESSION
-    return None if name == "identity" else name
 
 
 class _GrpcResponder:
@@ -111,16 +114,17 @@ class _GrpcResponder:
         return False
 
     async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+        # Serialized here, once (grpcio's serializer is None): its size counts as sent.
+        data = message.SerializeToString()
+        ctx.stats.bytes_out += len(data) + 5  # as framed on the wire, uncompressed
         if not self.streaming:
-            ctx.stats.bytes_out += message.ByteSize() + 5
-            self.response = message
+            self.response = data
             return
         if not ctx.headers_sent:
             await self.send_headers(ctx)
         if not ctx.take_compress_next():
             self.context.disable_next_message_compression()
-        ctx.stats.bytes_out += message.ByteSize() + 5  # as framed on the wire, uncompressed
-        await self.context.write(message)
+        await self.context.write(data)
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:
         # Headers a handler set before failing still go out (grpc's echo_metadata_with_status).
@@ -183,7 +187,6 @@ def _decoder(method: MethodSpec[Any, Any], max_size: int) -> Callable[[bytes], A
 def _method_handler(
     method: MethodSpec[Any, Any], fn: Handler, runner: CallRunner, max_size: int
 ) -> Any:
-    serialize: Callable[[Any], bytes] = method.output.SerializeToString
     decode = _decoder(method, max_size)
     streaming = method.kind.server_streams
     client_streams = method.kind.client_streams
@@ -208,7 +211,8 @@ def _method_handler(
         make = grpc.unary_stream_rpc_method_handler
     else:
         make = grpc.stream_stream_rpc_method_handler
-    return make(call, request_deserializer=None, response_serializer=serialize)
+    # Raw bytes both ways: the call decodes requests and serializes responses itself.
+    return make(call, request_deserializer=None, response_serializer=None)
 
 
 def generic_handler(
@@ -254,6 +258,15 @@ class GrpcServer:
 
     ``await start(address)`` binds (port 0 picks a free port, returned), ``stop(grace)`` lets
     in-flight calls finish for ``grace`` seconds and then cancels them.
+
+    ``stream_window`` bounds the bytes of a request stream the server accepts ahead of its
+    handler: grpc core's HTTP/2 window per stream, with its BDP probing off. With the
+    probing on (None: grpc core's own behaviour) the windows grow with the measured
+    bandwidth-delay product, on loopback to ~8 MiB per call within seconds, and a handler
+    that reads slowly has it all buffered in the server: 20 uploads grew it by 166 MiB.
+    A call moves about half its window per round trip (grpc core acknowledges at half: 1 MiB
+    at 50 ms, ~10 MiB/s per call). ``handshake_timeout`` bounds a connection's handshake
+    (TLS, then HTTP/2's preface and settings); grpc core's own is 120 s.
     """
 
     def __init__(
@@ -268,6 +281,8 @@ class GrpcServer:
         credentials: Any = None,
         health_servicer: Any = None,
         interceptors: Sequence[Interceptor] = (),
+        stream_window: int | None = DEFAULT_GRPC_STREAM_WINDOW,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.services = list(services)
         #: Runs every call: the interceptors, and the drain at shutdown.
@@ -280,9 +295,27 @@ class GrpcServer:
         self.reuse_port = reuse_port
         #: ``grpc.ssl_server_credentials(...)`` for TLS (see ``rpckit.serving.tls``); None: plain.
         self.credentials = credentials
+        #: The HTTP/2 window of each call's request stream; None: grpc core's (BDP probing).
+        self.stream_window = stream_window
+        #: Seconds a connection's handshake may take; None: grpc core's (120 s).
+        self.handshake_timeout = handshake_timeout
         self._server: grpc.aio.Server | None = None
         #: The ``grpc_health`` aio servicer; pass one to share it (the HTTP probes read it).
         self._health: Any = health_servicer
+
+    def _bounds(self) -> list[tuple[str, Any]]:
+        """grpc core's channel arguments for ``stream_window`` and ``handshake_timeout``."""
+        bounds: list[tuple[str, Any]] = []
+        if self.stream_window is not None:
+            # Without BDP probing the stream window stays at the lookahead grpc core grants.
+            bounds += [
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", self.stream_window),
+            ]
+        if self.handshake_timeout is not None:
+            timeout_ms = max(1, round(self.handshake_timeout * 1000))
+            bounds.append(("grpc.server_handshake_timeout_ms", timeout_ms))
+        return bounds
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -307,6 +340,7 @@ class GrpcServer:
             # check, with its own text, is only a backstop against far larger messages.
             ("grpc.max_receive_message_length", 2 * self.max_message_size),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            *self._bounds(),
             *self.options,
         ]
         server = grpc.aio.server(options=options)
@@ -347,12 +381,24 @@ class GrpcServer:
             raise OSError(f"could not bind gRPC server to {bound}: {reason}")
         await server.start()
         self._server = server
+        if self.runner.loop is None:  # the current task by a dict lookup, per call
+            self.runner.loop = asyncio.get_running_loop()
         return int(port)
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop accepting calls; in-flight calls get ``grace`` seconds before cancellation."""
         if self._server is None:
             return
+        try:
+            await self._stop(grace)
+        finally:
+            for interceptor in self.runner.chain.interceptors:
+                flush = getattr(interceptor, "flush", None)
+                if callable(flush):  # the access log's last lines
+                    flush()
+
+    async def _stop(self, grace: float | None) -> None:
+        assert self._server is not None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if grace is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.types import ASGIApp
 from rpckit.call import CallRunner
 from rpckit.errors import Code, RpcError
 from rpckit.http.adapter import HttpCall, call_context, unknown_method
-from rpckit.http.asgi import Receive, Scope, Send, send_error
+from rpckit.http.asgi import Receive, Scope, Send, refuse_websocket, send_error
 from rpckit.http.connect.endpoint import ConnectEndpoint
 from rpckit.http.dispatch import ByContentType, is_grpc_web
 from rpckit.http.grpc_web.endpoint import GrpcWebEndpoint
@@ -28,6 +29,7 @@ from rpckit.http.websocket.endpoint import WebSocketCalls, WebSocketEndpoint
 from rpckit.http.websocket.script import SCRIPT_PATH, script_endpoint
 from rpckit.http.wire import Head, Refusal, request_metadata
 from rpckit.interceptors import Interceptor
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import Service
 
@@ -129,10 +131,17 @@ class Lifecycle:
     end with ``unavailable``).
     """
 
-    def __init__(self, runner: CallRunner, websocket_calls: WebSocketCalls) -> None:
+    def __init__(
+        self,
+        runner: CallRunner,
+        websocket_calls: WebSocketCalls,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
         self._runner = runner
         #: The WebSocket calls in flight.
         self.websocket_calls = websocket_calls
+        #: The bridge's message limit: the server reassembles no larger WebSocket message.
+        self.max_message_size = max_message_size
 
     def serving_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop every call of this bridge will run on."""
@@ -177,7 +186,7 @@ class Bridge:
         #: The call runner's drain (``lifecycle.grace_over()`` sets it), for in-process use.
         self.drain = runner.drain
         #: How a server starts, stops and drains this bridge.
-        self.lifecycle = Lifecycle(runner, websocket_calls)
+        self.lifecycle = Lifecycle(runner, websocket_calls, options.max_message_size)
         self._app: ASGIApp = self._dispatch
         if cors is not None:
             self._app = CORSMiddleware(self._dispatch, **cors.options())
@@ -217,22 +226,28 @@ class Bridge:
         await self._unknown_method(scope, receive, send)
 
     async def _unknown_method(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """404 (a WebSocket: refused unanswered, the server says 403); a path shaped like a
-        method (``/<package>.<Service>/<Method>``) is a call to a method the bridge does not
-        serve, refused through the runner so that interceptors and the access log see it."""
+        """404; a path shaped like a method (``/<package>.<Service>/<Method>``) is a call to a
+        method the bridge does not serve, refused through the runner so that interceptors and
+        the access log see it.
+
+        A WebSocket handshake to any path without a WebSocket endpoint (unknown paths, plain
+        routes, static files, the probes and docs mounted around the bridge) is answered 404
+        before the upgrade (``refuse_websocket``), never left for the server to fail."""
         websocket = scope["type"] == "websocket"
         verb = "WEBSOCKET" if websocket else scope["method"]
         error = Refusal(Code.UNIMPLEMENTED, f"no route for {verb} {scope['path']}", status=404)
         method = unknown_method(scope["path"])
         if method is None:
-            if not websocket:
+            if websocket:
+                await refuse_websocket(scope, send, 404, error)
+            else:
                 await send_error(send, 404, error, [])
             return
         dialect = "websocket" if websocket else "grpc-web" if is_grpc_web(scope) else "connect"
         head = Head(request_metadata(Metadata.from_asgi(scope["headers"])), refusal=error)
         if websocket:
             ctx = call_context(method, scope, head, dialect, "websocket")
-            await self.runner.refuse(ctx, error, _unanswered)
+            await self.runner.refuse(ctx, error, partial(refuse_websocket, scope, send, 404))
         else:
             call = HttpCall(self.runner, method, _no_handler, scope, receive, send, head, dialect)
             await call.refuse(error)
@@ -240,10 +255,6 @@ class Bridge:
 
 def _no_handler(*args: Any) -> None:
     """The handler of a method the bridge does not serve: never called (the call is refused)."""
-
-
-async def _unanswered(error: RpcError) -> None:
-    """A refused WebSocket handshake left unanswered: the server refuses it (HTTP 403)."""
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "encode_response",
     "header_list",
     "read_body",
+    "refuse_websocket",
     "send_error",
 ]
 
@@ -78,7 +79,15 @@ def header_list(metadata: Metadata, prefix: str = "") -> list[tuple[bytes, bytes
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    body = bytearray()
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    first: bytes = message.get("body", b"")
+    if len(first) > limit:
+        raise message_too_large(limit)
+    if not message.get("more_body", False):
+        return bytes(first)  # the usual small body, in one piece: no copy (bytes is bytes)
+    body = bytearray(first)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -115,6 +124,23 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def refuse_websocket(scope: Scope, send: Send, status: int, error: RpcError) -> None:
+    """Answer a WebSocket handshake the app does not serve with an HTTP error (no upgrade).
+
+    The one place an ASGI app that gets a ``websocket`` scope it has no endpoint for answers
+    it: with the denial-response extension (uvicorn, granian) the client gets ``status`` and a
+    JSON error body; without it, a close before accepting (the server says 403). Returning
+    without either makes uvicorn log an error and answer 500.
+    """
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
+        return
+    body = json.dumps(error_json(error), separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 class DisconnectWatch:

@@ -5,7 +5,7 @@ of bidi calls, and decoding a response message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from rpckit.encodings import Encoding
 from rpckit.errors import Code, RpcError
 from rpckit.service import MethodSpec
 
-__all__ = ["CallErrors", "bidi_refused", "decode_response", "one_request"]
+__all__ = ["CallErrors", "bidi_refused", "bidi_refused_sync", "decode_response", "one_request"]
 
 I = TypeVar("I")  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
@@ -65,6 +65,12 @@ async def bidi_refused(method: MethodSpec[Any, Any], reason: str) -> AsyncIterat
     """A response stream that fails at once: this transport cannot carry a bidi call."""
     raise RpcError(Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: {reason}")
     yield  # pragma: no cover - makes this an async generator
+
+
+def bidi_refused_sync(method: MethodSpec[Any, Any], reason: str) -> Iterator[Any]:
+    """``bidi_refused`` for blocking transports."""
+    raise RpcError(Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: {reason}")
+    yield  # pragma: no cover - makes this a generator
 
 
 def decode_response(codec: Encoding, data: bytes, message_type: type[O]) -> O:

@@ -32,7 +32,9 @@ from rpckit.interceptors.client import (
     ClientInterceptor,
     ClientOutcome,
     InterceptedTransport,
+    InterceptedTransportSync,
     intercept,
+    intercept_sync,
 )
 
 if TYPE_CHECKING:
@@ -43,10 +45,12 @@ __all__ = [
     "ClientInterceptor",
     "ClientOutcome",
     "InterceptedTransport",
+    "InterceptedTransportSync",
     "Interceptor",
     "InterceptorChain",
     "Outcome",
     "intercept",
+    "intercept_sync",
 ]
 
 log = logging.getLogger("rpckit.interceptors")

@@ -8,23 +8,51 @@ Import them from ``rpckit.interceptors``, their public home.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
-from rpckit.client import AsyncClosing, CallOptions, StreamCall, Transport, as_async_iterable
+from rpckit.client import (
+    AsyncClosing,
+    CallOptions,
+    Closing,
+    StreamCall,
+    StreamCallSync,
+    Transport,
+    TransportSync,
+    as_async_iterable,
+    as_iterable,
+)
 from rpckit.errors import Code, RpcError
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 from rpckit.streams import aclose
 
-__all__ = ["ClientCall", "ClientInterceptor", "ClientOutcome", "InterceptedTransport", "intercept"]
+__all__ = [
+    "ClientCall",
+    "ClientInterceptor",
+    "ClientOutcome",
+    "InterceptedTransport",
+    "InterceptedTransportSync",
+    "intercept",
+    "intercept_sync",
+]
 
 I = TypeVar("I", bound=Message)  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -225,3 +253,126 @@ class InterceptedTransport(AsyncClosing):
 
         async for message in self._responses(call, start, counts):
             yield message
+
+
+# --- blocking clients ----------------------------------------------------------------------
+
+_runners = threading.local()
+
+
+def _run(hook: Coroutine[Any, Any, T]) -> T:
+    """Run one async hook for a blocking call: the hooks are the same objects async clients
+    use, run to completion on an event loop of this thread's own (made once per thread)."""
+    runner: asyncio.Runner | None = getattr(_runners, "runner", None)
+    if runner is None:
+        runner = _runners.runner = asyncio.Runner()
+    return runner.run(hook)
+
+
+def intercept_sync(
+    transport: TransportSync, interceptors: Sequence[ClientInterceptor]
+) -> TransportSync:
+    """``intercept`` for blocking clients: the same interceptors around a ``TransportSync``
+    (``StreamsServiceClientSync(intercept_sync(GrpcTransportSync(addr), [auth]))``). Their
+    async hooks run on a private event loop per thread, so call it outside async code."""
+    if not interceptors:
+        return transport
+    return InterceptedTransportSync(transport, interceptors)
+
+
+class InterceptedTransportSync(Closing):
+    """A TransportSync that runs client interceptors around another one's calls."""
+
+    def __init__(self, transport: TransportSync, interceptors: Sequence[ClientInterceptor]) -> None:
+        self.transport = transport
+        self.interceptors = tuple(interceptors)
+        # the async chain lends its hooks' order and bookkeeping; its transport is never called
+        self._chain = InterceptedTransport(cast(Transport, None), interceptors)
+
+    def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
+    def _start(self, method: MethodSpec[Any, Any], options: CallOptions) -> ClientCall:
+        return _run(self._chain._start(method, options))
+
+    def _requests(self, call: ClientCall, requests: Iterable[Any], counts: list[int]) -> Any:
+        for message in as_iterable(requests):
+            counts[0] += 1
+            yield _run(self._chain._request(call, message))
+
+    def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
+        call = self._start(method, options)
+        error: BaseException | None = None
+        try:
+            request = _run(self._chain._request(call, request))
+            response = self.transport.unary(method, request, self._chain._options(call, options))
+            result: O = _run(self._chain._response(call, response))
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._chain._end(call, error, 1, 0 if error is not None else 1)
+
+    def client_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> O:
+        call = self._start(method, options)
+        counts = [0, 0]
+        error: BaseException | None = None
+        try:
+            response = self.transport.client_stream(
+                method, self._requests(call, requests, counts), self._chain._options(call, options)
+            )
+            result: O = _run(self._chain._response(call, response))
+            counts[1] = 1
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._chain._end(call, error, counts[0], counts[1])
+
+    def server_stream(
+        self, method: MethodSpec[I, O], request: I, options: CallOptions
+    ) -> StreamCallSync[O]:
+        return StreamCallSync(self._stream(method, options, request=request))
+
+    def bidi_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> StreamCallSync[O]:
+        return StreamCallSync(self._stream(method, options, requests=requests))
+
+    def _stream(
+        self,
+        method: MethodSpec[Any, Any],
+        options: CallOptions,
+        *,
+        request: Any = None,
+        requests: Iterable[Any] | None = None,
+    ) -> Iterator[Any]:
+        call = self._start(method, options)
+        counts = [0, 0]
+        error: BaseException | None = None
+        responses: StreamCallSync[Any] | None = None
+        try:
+            forwarded = self._chain._options(call, options)
+            if requests is None:
+                request = _run(self._chain._request(call, request))
+                counts[0] = 1
+                responses = self.transport.server_stream(method, request, forwarded)
+            else:
+                outgoing = self._requests(call, requests, counts)
+                responses = self.transport.bidi_stream(method, outgoing, forwarded)
+            for message in responses:
+                counts[1] += 1
+                yield _run(self._chain._response(call, message))
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if responses is not None:
+                responses.close()
+            self._chain._end(call, error, counts[0], counts[1])

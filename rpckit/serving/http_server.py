@@ -20,8 +20,11 @@ from typing import Any
 import uvicorn
 
 from rpckit.http.app import Bridge, Lifecycle
+from rpckit.http.asgi import Receive, Scope, Send
+from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.serving.guard import RequestGuard, uvicorn_protocol
-from rpckit.serving.options import SERVERS, HttpTimeouts, ServerKind, TlsFiles
+from rpckit.serving.options import SERVERS, ConnectionLimits, HttpTimeouts, ServerKind, TlsFiles
+from rpckit.serving.ws_limits import BoundedWebSocketProtocol, SocketWatch, ws_max_size
 
 __all__ = [
     "SERVERS",
@@ -76,11 +79,75 @@ def bind_tcp(address: str, *, reuse_port: bool = False, what: str = "HTTP") -> s
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the embedding process owns the signals."""
+    """uvicorn without its own signal handling (the embedding process owns the signals), and
+    with a TLS handshake timeout: uvicorn passes none to ``create_server``, so a connection
+    whose handshake never finished held its socket for asyncio's default of 60 s, and the
+    header timeout only starts once the handshake is done."""
+
+    def __init__(self, config: uvicorn.Config, handshake_timeout: float) -> None:
+        super().__init__(config)
+        self.handshake_timeout = handshake_timeout
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if sockets is None or config.ssl is None:
+            await super().startup(sockets)
+            return
+        # uvicorn's own startup for given sockets, plus ssl_handshake_timeout (lifespan is
+        # off here, so its startup does nothing).
+        await self.lifespan.startup()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+            return protocol
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+            for sock in sockets
+        ]
+        self.started = True
+
+
+def _ws_max_size(lifecycle: Lifecycle | None) -> int:
+    """The WebSocket message size the server reassembles: the bridge's limit plus a little
+    (``rpckit.serving.ws_limits``)."""
+    limit = lifecycle.max_message_size if lifecycle is not None else DEFAULT_MAX_MESSAGE_SIZE
+    return ws_max_size(limit)
+
+
+class _WatchWebSockets:
+    """granian: every WebSocket's socket watched for a client that sends without reading
+    (``SocketWatch``), from the handshake to the end of the app's call."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        watch = SocketWatch(scope)
+        watch.start()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await watch.stop()
 
 
 def _lifecycle(app: Any, lifecycle: Lifecycle | None) -> Lifecycle | None:
@@ -108,12 +175,15 @@ class HttpServer:
         lifecycle: Lifecycle | None = None,
         timeouts: HttpTimeouts | None = None,
         parser: str = "auto",
+        limits: ConnectionLimits | None = None,
     ) -> None:
         #: How this server drives the bridge it serves (None: a plain ASGI app).
         self.lifecycle = _lifecycle(app, lifecycle)
         #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         self.app = RequestGuard(app, body_timeout=self.timeouts.body)
+        #: The listen backlog (uvicorn has no connection limit but the open-file limit).
+        self.limits = limits if limits is not None else ConnectionLimits()
         self.grace = grace
         self.log_level = log_level
         self.reuse_port = reuse_port
@@ -141,14 +211,19 @@ class HttpServer:
             # uvicorn's own hard stop only comes after that, as a backstop.
             timeout_graceful_shutdown=math.ceil(self.grace) + DRAIN_MARGIN,
             access_log=False,
+            backlog=self.limits.backlog,
             http=uvicorn_protocol(self.parser, self.timeouts.header),
             timeout_keep_alive=self.timeouts.idle,  # type: ignore[arg-type]  # int in its hints
+            # Pong backlog, fragment memory and invalid UTF-8 bounded (ws_limits); no message
+            # larger than the bridge accepts is reassembled.
+            ws=BoundedWebSocketProtocol,
+            ws_max_size=_ws_max_size(self.lifecycle),
             ssl_certfile=tls.cert if tls else None,
             ssl_keyfile=tls.key if tls else None,
             ssl_ca_certs=tls.client_ca if tls else None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
         )
-        self._server = _EmbeddedServer(config)
+        self._server = _EmbeddedServer(config, self.timeouts.handshake_seconds)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -193,12 +268,15 @@ class GranianServer:
         tls: TlsFiles | None = None,
         lifecycle: Lifecycle | None = None,
         timeouts: HttpTimeouts | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         #: How this server drives the bridge it serves (None: a plain ASGI app).
         self.lifecycle = _lifecycle(app, lifecycle)
         #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
-        self.app = RequestGuard(app, body_timeout=self.timeouts.body)
+        #: Listen backlog and connection limit (granian's ``backlog`` and ``backpressure``).
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.app = RequestGuard(_WatchWebSockets(app), body_timeout=self.timeouts.body)
         self.grace = grace
         self.log_level = log_level
         self.tls = tls
@@ -208,7 +286,7 @@ class GranianServer:
 
     async def start(self, address: str) -> int:
         """Bind ``host:port`` and start serving in the background; returns the bound port."""
-        from granian.constants import Interfaces
+        from granian.constants import HTTPModes, Interfaces
         from granian.http import HTTP1Settings
         from granian.log import LogLevels
         from granian.server.embed import Server
@@ -226,9 +304,19 @@ class GranianServer:
             address=host,
             port=port,
             interface=Interfaces.ASGINL,
+            # granian's default (backpressure = backlog = 128 in embedded mode) serves 128
+            # connections at a time: the 129th waits, unanswered, until one of them ends.
+            backlog=self.limits.backlog,
+            backpressure=self.limits.granian_connections(),
+            # Plain TCP: HTTP/1.1 only. With HTTP/2 possible, hyper-util first reads the
+            # client's first bytes to tell the versions apart, with no time limit, and only
+            # then starts the HTTP/1 connection whose header timeout would close it: a
+            # connection that never sent a byte stayed open for good. (Browsers speak HTTP/2
+            # only over TLS, where ALPN decides the version.)
+            http=HTTPModes.http1 if tls is None else HTTPModes.auto,
             # hyper's header read timeout also bounds idle keep-alive connections (it runs
-            # from the end of one response to the next complete request head); it starts at
-            # a connection's first byte, so a connection that never sends one stays open.
+            # from the connection's start, or the end of one response, to the next complete
+            # request head).
             http1_settings=HTTP1Settings(header_read_timeout=_milliseconds(self.timeouts)),
             log_enabled=level in ("debug", "info"),
             log_level=LogLevels(level) if level in ("debug", "info") else LogLevels.warning,
@@ -299,13 +387,15 @@ def create_http_server(
     tls: TlsFiles | None = None,
     lifecycle: Lifecycle | None = None,
     timeouts: HttpTimeouts | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> HttpServer | GranianServer:
     """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
     if kind == "granian":
         return GranianServer(
-            app, grace=grace, log_level=log_level, tls=tls, lifecycle=lifecycle, timeouts=timeouts
-        )
+            app, grace=grace, log_level=log_level, tls=tls, lifecycle=lifecycle,
+            timeouts=timeouts, limits=limits,
+        )  # fmt: skip
     return HttpServer(
         app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, lifecycle=lifecycle,
-        timeouts=timeouts,
+        timeouts=timeouts, limits=limits,
     )  # fmt: skip

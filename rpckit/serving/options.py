@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rpckit.http.options import BridgeOptions
+from rpckit.limits import DEFAULT_GRPC_STREAM_WINDOW
 
 __all__ = [
+    "DEFAULT_BACKLOG",
+    "FILE_RESERVE",
     "NOT_FLAGS",
     "SERVERS",
     "SERVE_FLAGS",
+    "ConnectionLimits",
     "DrainOptions",
     "HealthPaths",
     "HttpTimeouts",
@@ -53,6 +57,44 @@ class HttpTimeouts:
     header: float = 10.0
     idle: float = 5.0
     body: float = 30.0
+    #: Seconds a connection may take to finish its TLS handshake, on both transports (on
+    #: gRPC also plaintext HTTP/2's preface and settings); None: ``header``.
+    handshake: float | None = None
+
+    @property
+    def handshake_seconds(self) -> float:
+        """The handshake timeout in force (``handshake``, else ``header``)."""
+        return self.header if self.handshake is None else self.handshake
+
+
+#: uvicorn's listen backlog, and so ``rpckit serve``'s on both servers.
+DEFAULT_BACKLOG = 2048
+#: Open files a serving process keeps for itself beyond its HTTP connections (gRPC, logs,
+#: files being served, the event loop's own).
+FILE_RESERVE = 256
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many HTTP connections a serving process takes."""
+
+    #: Connections the kernel queues for accepting (the listen backlog), both servers.
+    backlog: int = DEFAULT_BACKLOG
+    #: granian: connections served at once per process (more wait in the backlog); None:
+    #: the open-file limit less ``FILE_RESERVE``. uvicorn takes connections until the
+    #: open-file limit.
+    max_connections: int | None = None
+
+    def granian_connections(self) -> int:
+        """The connection limit granian gets (its ``backpressure``)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        return max(128, soft - FILE_RESERVE)
 
 
 @dataclass(frozen=True)
@@ -94,12 +136,19 @@ class ServeOptions:
     separate_grpc: bool = False
     #: The HTTP server.
     server: ServerKind = "uvicorn"
+    #: Bytes of a gRPC call's request stream the server takes ahead of its handler (its
+    #: HTTP/2 stream window, BDP probing off); 0: grpc core's adaptive windows, unbounded.
+    grpc_window: int = DEFAULT_GRPC_STREAM_WINDOW
+    #: gRPC server reflection on both ports (over Connect and gRPC-Web on the HTTP side).
+    reflection: bool = True
     #: The bridge's wire settings; ``max_message_size`` holds on gRPC too.
     bridge: BridgeOptions = field(default_factory=BridgeOptions)
     #: Certificate, key and client CA, both transports; None: plain TCP.
     tls: TlsFiles | None = None
     #: Header, idle and body-progress timeouts of HTTP connections.
     timeouts: HttpTimeouts = HttpTimeouts()
+    #: Listen backlog and connection limit of the HTTP side.
+    limits: ConnectionLimits = ConnectionLimits()
     #: Grace period and delay of the drain.
     drain: DrainOptions = DrainOptions()
     #: Liveness and readiness probe paths on the HTTP side.
@@ -173,6 +222,8 @@ SERVE_FLAGS: Mapping[str, str] = {
     "--workers": "workers",
     "--separate-grpc": "separate_grpc",
     "--server": "server",
+    "--grpc-window": "grpc_window",
+    "--reflection": "reflection",
     "--max-message-size": "bridge.max_message_size",
     "--compress-min-bytes": "bridge.compress_min_bytes",
     "--require-connect-version": "bridge.require_protocol_version",
@@ -183,6 +234,9 @@ SERVE_FLAGS: Mapping[str, str] = {
     "--header-timeout": "timeouts.header",
     "--idle-timeout": "timeouts.idle",
     "--body-timeout": "timeouts.body",
+    "--handshake-timeout": "timeouts.handshake",
+    "--backlog": "limits.backlog",
+    "--max-connections": "limits.max_connections",
     "--grace": "drain.grace",
     "--drain-delay": "drain.delay",
     "--liveness-path": "health.liveness",

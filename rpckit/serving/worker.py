@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rpckit.service import Service
@@ -89,6 +89,33 @@ async def serve_process(
     tls = options.tls
     drain = options.drain
 
+    # One stream log per process, shared by the durable methods of both servers and the
+    # Durable Streams protocol (--durable-path): a stream started on one is read on all.
+    stream_log: Any = None
+    durable_calls: Any = None
+    durable_meta: Any = None
+    if options.durable_path is not None or _has_durable(services):
+        if options.workers > 1 and (options.streams or "memory") == "memory":
+            # Each worker keeps its own streams: a reader sent to another one gets not_found.
+            log.warning(
+                "@durable methods with --workers %d and the in-memory log: each worker keeps"
+                " its own streams, so a resume may reach another worker (not_found); use"
+                " --streams redis://HOST:PORT/DB",
+                options.workers,
+            )
+        from rpckit.durable.calls import DurableCalls
+        from rpckit.durable.server import meta_for, method_publisher, open_log
+        from rpckit.durable.service import DurableStreams
+
+        stream_log = open_log(options.streams or "memory")
+        publish = None
+        if options.durable_path is not None and options.http:
+            # Durable methods' streams are served by the protocol too, on the same state.
+            durable_meta = meta_for(stream_log)
+            publish = method_publisher(durable_meta)
+        durable_calls = DurableCalls(stream_log, publish)
+        services = [*services, DurableStreams(durable_calls)]
+
     grpc_server = None
     if options.grpc:
         grpc_server = GrpcServer(
@@ -98,14 +125,20 @@ async def serve_process(
             credentials=grpc_credentials(tls) if tls is not None else None,
             health_servicer=servicer,
             interceptors=interceptors,
+            reflection=options.reflection,
+            stream_window=options.grpc_window or None,
+            handshake_timeout=options.timeouts.handshake_seconds,
         )
+        grpc_server.runner.durable = durable_calls
     http_server = None
     durable: Any = None
     if options.http:
         cors = Cors(origins=options.cors_origins) if options.cors_origins else None
         from rpckit.reflection import reflection_services
 
-        served = [*services, *reflection_services(services)]  # reflection over Connect too
+        served = list(services)
+        if options.reflection:  # reflection over Connect and gRPC-Web too
+            served += reflection_services(services)
         bridge = create_app(
             served,
             options=options.bridge,
@@ -113,6 +146,7 @@ async def serve_process(
             cors=cors,
             interceptors=interceptors,
         )
+        bridge.runner.durable = durable_calls
         front: Any = bridge
         if options.docs:
             from rpckit.tools.docs import DocsPage, find_viewer
@@ -123,11 +157,11 @@ async def serve_process(
                 DurableOptions,
                 DurableStreamsApp,
                 mount_durable,
-                open_log,
             )
 
             durable = DurableStreamsApp(
-                open_log(options.streams),
+                stream_log,
+                durable_meta,
                 prefix=options.durable_path,
                 options=DurableOptions(long_poll_seconds=options.durable_long_poll),
             )
@@ -147,6 +181,7 @@ async def serve_process(
             tls=tls,
             lifecycle=bridge.lifecycle,  # the front may wrap the bridge: given, not looked for
             timeouts=options.timeouts,
+            limits=options.limits,
         )
     try:
         ports: Ports = {}
@@ -171,10 +206,17 @@ async def serve_process(
             *(s.stop(drain.grace) for s in [grpc_server] if s is not None),
             *(s.stop() for s in [http_server] if s is not None),
         )
+        if durable_calls is not None:  # producers left after the grace end ``unavailable``
+            await durable_calls.aclose(drain.grace)
         if durable is not None:
             await durable.aclose()
         if shutdown_otel is not None:
             await asyncio.to_thread(shutdown_otel)  # flush the last spans and metrics
+
+
+def _has_durable(services: Sequence[Any]) -> bool:
+    """Whether a served method is ``@durable``."""
+    return any(method.durable is not None for s in services for method, _ in s.bind())
 
 
 def _loop_name(loop: asyncio.AbstractEventLoop) -> str:

@@ -1,10 +1,11 @@
 """The docs page of ``rpckit serve --docs``: the OpenAPI document rendered by Swagger UI from
 local files, and a list of every Connect endpoint.
 
-Paths (only with ``--docs``): ``/docs`` (the page), ``/docs/openapi.json`` (the document),
-``/docs/ui/...`` (the viewer's files). The viewer is Swagger UI's dist files as the
-``openapi-ui-bundles`` package ships them (the ``rpckit[docs]`` extra), or any directory
-holding them named by ``$RPCKIT_DOCS_UI``; nothing is fetched from a CDN.
+Paths (only with ``--docs``): ``/docs`` (the page), ``/docs/openapi.json`` (the document,
+OpenAPI 3.2), ``/docs/openapi-3.1.json`` (the same for 3.1 tools: what Swagger UI 5 reads,
+as it renders no 3.2), ``/docs/ui/...`` (the viewer's files). The viewer is Swagger UI's
+dist files as the ``openapi-ui-bundles`` package ships them (the ``rpckit[docs]`` extra), or
+any directory holding them named by ``$RPCKIT_DOCS_UI``; nothing is fetched from a CDN.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ body{{margin:0;font-family:sans-serif}}
 </tbody></table></section>
 <script src="{DOCS_PATH}/ui/swagger-ui-bundle.js"></script>
 <script>
-window.ui = SwaggerUIBundle({{url: "{DOCS_PATH}/openapi.json", dom_id: "#openapi",
+window.ui = SwaggerUIBundle({{url: "{DOCS_PATH}/openapi-3.1.json", dom_id: "#openapi",
   docExpansion: "list", deepLinking: true}});
 </script>
 </body></html>
@@ -119,6 +120,8 @@ class DocsPage:
         methods = [m for s in services for m in s.spec().methods]
         spec = document(methods, title=title, interceptors=interceptors)
         self.spec = json.dumps(spec).encode()
+        spec31 = document(methods, title=title, interceptors=interceptors, openapi="3.1.1")
+        self.spec31 = json.dumps(spec31).encode()
         self.page = page_html(title, services).encode()
         self.files = {name: (viewer / name, kind) for name, kind in _UI_FILES.items()}
 
@@ -134,6 +137,8 @@ class DocsPage:
             await _send(send, scope, b"text/html; charset=utf-8", self.page)
         elif path == DOCS_PATH + "/openapi.json":
             await _send(send, scope, b"application/json", self.spec)
+        elif path == DOCS_PATH + "/openapi-3.1.json":
+            await _send(send, scope, b"application/json", self.spec31)
         elif path.startswith(DOCS_PATH + "/ui/") and path[len(DOCS_PATH) + 4 :] in self.files:
             file, kind = self.files[path[len(DOCS_PATH) + 4 :]]
             await _send(send, scope, kind, file.read_bytes(), cache=True)

@@ -1,10 +1,12 @@
-"""OpenAPI 3.1 for the plain HTTP routes (``google.api.http``), free of I/O: method specs in,
+"""OpenAPI 3.2 for the plain HTTP routes (``google.api.http``), free of I/O: method specs in,
 a JSON-ready dict out.
 
 Messages become JSON Schemas per the protobuf JSON mapping (lowerCamelCase names, int64 as
 string, enums by name, well-known types as their JSON forms, maps as objects). Streams are
 described as the bridge sends them: NDJSON, SSE (with its ``error`` and ``end`` events) or
-raw text and bytes with their headers. Errors are the bridge's JSON error object.
+raw text and bytes with their headers; each record's schema is the media type's
+``itemSchema`` (OpenAPI 3.2, as FastAPI writes it for SSE and JSON Lines). Errors are the
+bridge's JSON error object.
 
 Interceptors that guard methods (``BearerAuth``, ``ApiKeyAuth``: anything with
 ``security_schemes()`` and ``protects(method)``) add their security schemes to the
@@ -28,7 +30,17 @@ from rpckit.service import HttpRule, MethodKind, MethodSpec
 
 __all__ = ["ERROR_SCHEMA", "SecuritySource", "document", "document_from_protos", "http_rules"]
 
-OPENAPI_VERSION = "3.1.0"
+#: 3.2 for ``itemSchema``, the per-record schema of streaming media types: 3.1's Media Type
+#: Object allows no such field (its JSON Schema says unevaluatedProperties: false).
+OPENAPI_VERSION = "3.2.0"
+#: For tools that read only 3.1 (``document(openapi="3.1.1")``).
+OPENAPI_31 = "3.1.1"
+NDJSON = "application/x-ndjson"
+JSONL = "application/jsonl"
+SSE = "text/event-stream"
+CBOR_SEQ = "application/cbor-seq"
+MSGPACK_SEQ = "application/vnd.msgpack-seq"
+PROTO_DELIMITED = "application/x-protobuf-delimited"
 _TEXT = "rpckit.v1.Text"
 _RAW = ("rpckit.v1.Bytes", "google.api.HttpBody")
 _INT64 = {
@@ -311,22 +323,92 @@ def _responses(schemas: _Schemas, method: MethodSpec[Any, Any], rule: HttpRule) 
                 f"a stream of {name}, framed by Accept. NDJSON (default): one JSON {name} per "
                 'line, and on failure a last line {"error": Error}. SSE: one `data:` event per '
                 "item, an `event: error` with the Error JSON on failure, and `event: end` when "
-                "the stream is complete. Also CBOR and MessagePack sequences and "
-                "varint-delimited protobuf."
+                "the stream is complete. Also CBOR and MessagePack sequences (the JSON tree) "
+                "and varint-delimited protobuf. `itemSchema` (OpenAPI 3.2) is one item."
             ),
-            "content": {
-                "application/x-ndjson": {"schema": {"type": "string"}, "x-rpckit-item": item},
-                "text/event-stream": {"schema": {"type": "string"}, "x-rpckit-item": item},
-                "application/cbor-seq": {"schema": {"type": "string"}},
-                "application/vnd.msgpack-seq": {"schema": {"type": "string"}},
-                "application/x-protobuf-delimited": {"schema": {"type": "string"}},
-            },
+            "content": _stream_content(item),
         }
     responses["default"] = _error_response(
         "an error before the first byte: the status follows the code (404 not_found, "
         "400 invalid_argument, ...)"
     )
     return responses
+
+
+def _sequence(item: dict[str, Any]) -> dict[str, Any]:
+    """A sequential media type (OpenAPI 3.2): ``schema`` is the whole body, which the data
+    model treats as an array of the records; ``itemSchema`` is one record."""
+    return {"schema": {"type": "array", "items": item}, "itemSchema": item}
+
+
+def _sse_item_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event of a stream of ``item``, as OpenAPI 3.2 models
+    ``text/event-stream``: an object of the event's fields, ``data`` the JSON text.
+
+    Three kinds: an item (no ``event`` field, or a handler's own event name), ``error``
+    (its data the Error JSON, the last event of a failed stream) and ``end`` (empty data,
+    the last event of a complete one).
+    """
+    fields = {"id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "event": {"type": "string", "not": {"enum": ["error", "end"]}},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": item,
+                    },
+                    **fields,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": "error"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": _ref("rpckit.Error"),
+                    },
+                    **fields,
+                },
+            },
+            {
+                "type": "object",
+                "required": ["event"],
+                "properties": {"event": {"const": "end"}, "data": {"const": ""}, **fields},
+            },
+        ]
+    }
+
+
+def _stream_content(item: dict[str, Any]) -> dict[str, Any]:
+    """The media types of a server stream of ``item``, each with its ``itemSchema``."""
+    record = {
+        "anyOf": [
+            item,
+            {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": _ref("rpckit.Error")},
+                "additionalProperties": False,
+                "description": "the last record of a stream that failed",
+            },
+        ]
+    }
+    return {
+        NDJSON: _sequence(record),
+        JSONL: _sequence(record),
+        SSE: {"schema": {"type": "string"}, "itemSchema": _sse_item_schema(item)},
+        CBOR_SEQ: _sequence(record),
+        MSGPACK_SEQ: _sequence(record),
+        PROTO_DELIMITED: {"schema": {"type": "string", "format": "binary"}},
+    }
 
 
 def _request_body(
@@ -352,9 +434,12 @@ def _request_body(
     return {
         "required": False,
         "description": f"a stream of {message.full_name}, possibly empty: one JSON document "
-        "per line, each line following the schema (also CBOR and MessagePack sequences and "
-        "varint-delimited protobuf)",
-        "content": {"application/x-ndjson": {"schema": schema}},
+        "per line, each line following the itemSchema (also CBOR and MessagePack sequences "
+        "and varint-delimited protobuf)",
+        "content": {
+            media: {"schema": {"type": "array", "items": schema}, "itemSchema": schema}
+            for media in (NDJSON, JSONL)
+        },
     }
 
 
@@ -410,10 +495,17 @@ def document(
     version: str = "0",
     description: str | None = None,
     interceptors: Iterable[object] = (),
+    openapi: str = OPENAPI_VERSION,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the plain routes of ``methods`` (methods without
+    """The OpenAPI 3.2 document of the plain routes of ``methods`` (methods without
     ``google.api.http`` rules have only Connect endpoints and are left out); the
-    ``interceptors`` that guard methods add their security schemes."""
+    ``interceptors`` that guard methods add their security schemes.
+
+    ``openapi="3.1.1"`` gives the same document for tools that know only 3.1 (Swagger UI 5
+    renders no 3.2): every ``itemSchema`` becomes the extension ``x-itemSchema``.
+    """
+    if openapi not in (OPENAPI_VERSION, OPENAPI_31):
+        raise ValueError(f"openapi must be {OPENAPI_VERSION!r} or {OPENAPI_31!r}")
     schemas = _Schemas()
     security_schemes, guards = _security(interceptors)
     paths: dict[str, dict[str, Any]] = {}
@@ -463,7 +555,17 @@ def document(
     components: dict[str, Any] = {"schemas": schemas.components}
     if security_schemes:
         components["securitySchemes"] = security_schemes
-    return {"openapi": OPENAPI_VERSION, "info": info, "paths": paths, "components": components}
+    out = {"openapi": openapi, "info": info, "paths": paths, "components": components}
+    return out if openapi == OPENAPI_VERSION else _as_31(out)
+
+
+def _as_31(node: Any) -> Any:
+    """``node`` with every Media Type Object's ``itemSchema`` renamed ``x-itemSchema``."""
+    if isinstance(node, list):
+        return [_as_31(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    return {("x-itemSchema" if k == "itemSchema" else k): _as_31(v) for k, v in node.items()}
 
 
 def http_rules(method: descriptor_pb2.MethodDescriptorProto) -> tuple[HttpRule, ...]:

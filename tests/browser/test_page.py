@@ -18,8 +18,13 @@ import pytest
 from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import ExampleServer, start_example
+from tests.browser.test_connect_web import connect_bundle
 
-pytestmark = pytest.mark.browser
+# The page's bundle (dist/app.js: src/app.ts on the generated TypeScript client) is built by
+# build.sh, with connect.html's: built when missing or stale.
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("connect_bundle")]
+
+__all__ = ["connect_bundle"]  # the fixture, re-used
 
 TIMEOUT_MS = 15_000
 MIB = 1024 * 1024
@@ -123,7 +128,7 @@ def test_ndjson_lines_split_across_chunks(page: Page, example: ExampleServer) ->
     open_page(page, example.url)
     parsed = page.evaluate(
         """async () => {
-            const { ndjson } = await import("/app.js");
+            const { ndjson } = await import("/dist/app.js");
             // Chunks cut mid-line and in the middle of a two-byte UTF-8 character.
             const lines = '{"name":"Dog 0"}\\n{"name":"Chiot é"}\\n{"a":1}';  // no last newline
             const text = new TextEncoder().encode(lines);

@@ -14,7 +14,9 @@ from playwright.sync_api import FilePayload, Page, Request, expect
 from tests.browser.conftest import ExampleServer, start_example
 from tests.browser.test_connect_web import SERVICE, UI_TIMEOUT_MS, connect_bundle
 
-pytestmark = pytest.mark.browser
+# The page's bundle (dist/app.js: src/app.ts on the generated TypeScript client) is built by
+# build.sh, with connect.html's: built when missing or stale.
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("connect_bundle")]
 
 __all__ = ["connect_bundle"]  # the fixture, re-used
 

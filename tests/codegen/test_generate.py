@@ -124,6 +124,7 @@ def test_method_table_matches_the_proto() -> None:
         "GetDog": MethodKind.UNARY,
         "Chat": MethodKind.BIDI_STREAM,
         "UploadWithProgress": MethodKind.BIDI_STREAM,
+        "Complete": MethodKind.SERVER_STREAM,
     }
     get_dog = spec.by_name["GetDog"]
     assert get_dog.idempotency is Idempotency.NO_SIDE_EFFECTS

@@ -1,6 +1,8 @@
 """The official Durable Streams conformance suite
 (npm ``@durable-streams/server-conformance-tests``) against
-``rpckit serve --durable-path /v1/stream --streams memory``.
+``rpckit serve --durable-path /v1/stream --streams memory`` and against
+``--streams redis://127.0.0.1:PORT/0`` (a real redis-server of the test's own: the log and the
+protocol's state both in Redis).
 
 The suite runs under vitest from tests/node (tests/node/durable-conformance.test.mjs calls the
 package's ``runConformanceTests``); the package's own CLI cannot run from node_modules, since
@@ -11,9 +13,8 @@ vitest skips files there. Run it by hand::
     cd tests/node && CONFORMANCE_TEST_URL=http://127.0.0.1:4437 \\
         npx vitest run durable-conformance.test.mjs
 
-Known failures: the "Fork - ..." groups, an extension past PROTOCOL.md 1.0 (``Stream-Forked-From``,
-``Stream-Fork-Offset``, soft deletion with 410) that rpckit does not implement yet. The six
-"Reserved subscription APIs" tests are skipped by the suite itself unless asked for.
+The whole suite passes, forks included; the six "Reserved subscription APIs" tests are skipped
+by the suite itself unless asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.durable.conftest import RedisServer
 from tests.serving.process import Served
 from tests.support import NODE_MODULES, ROOT, node_available, require_tool
 
@@ -34,15 +36,18 @@ SUITE = NODE_MODULES / "@durable-streams" / "server-conformance-tests"
 VITEST = NODE_MODULES / ".bin" / "vitest"
 
 #: The suite's version this count belongs to (tests/node/package-lock.json pins it).
-PASSED = 275
+PASSED = 332
 SKIPPED = 6
-#: Every failure is in a fork group (the extension rpckit does not implement).
-KNOWN_FAILING_GROUP = "Fork - "
-KNOWN_FAILURES = 57
 
 
-def test_the_official_conformance_suite_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streams", ["memory", "redis"])
+def test_the_official_conformance_suite_passes(
+    streams: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     require_tool(node_available() and SUITE.is_dir(), "node or the conformance suite is missing")
+    if streams == "redis":
+        server: RedisServer = request.getfixturevalue("own_redis_server")
+        streams = server.url
     report = tmp_path / "report.json"
     with Served(
         "examples.streams.server:create_service",
@@ -51,7 +56,7 @@ def test_the_official_conformance_suite_passes(tmp_path: Path) -> None:
         "--durable-path",
         "/v1/stream",
         "--streams",
-        "memory",
+        streams,
         "--durable-long-poll",
         "2",
     ) as served:
@@ -87,7 +92,6 @@ def test_the_official_conformance_suite_passes(tmp_path: Path) -> None:
                 messages[failed[-1]] = "\n".join(case["failureMessages"])[:2000]
             else:
                 skipped += 1
-    print(f"conformance: {passed} passed, {len(failed)} failed, {skipped} skipped")
-    unexpected = [name for name in failed if not name.startswith(KNOWN_FAILING_GROUP)]
-    assert unexpected == [], "\n\n".join(f"{name}: {messages[name]}" for name in unexpected)
-    assert (passed, len(failed), skipped) == (PASSED, KNOWN_FAILURES, SKIPPED)
+    print(f"conformance ({streams}): {passed} passed, {len(failed)} failed, {skipped} skipped")
+    assert failed == [], "\n\n".join(f"{name}: {messages[name]}" for name in failed)
+    assert (passed, skipped) == (PASSED, SKIPPED)

@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 
 from rpckit.durable import protocol as p
 
-log_offsets = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=40)
+# Real log offsets are printable; eight NULs would read as a segment's start (its hex).
+log_offsets = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=40).filter(
+    lambda text: text != "\x00" * 8
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
@@ -38,31 +41,36 @@ def _outcome(call: Callable[[], T]) -> tuple[T | None, p.ProtocolError | None]:
 # Offsets
 
 
-@given(log_offsets)
-def test_a_log_offset_round_trips_and_parses(log_offset: str) -> None:
-    offset = p.from_log_offset(log_offset)
-    assert p.to_log_offset(offset) == log_offset
+segments = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@given(segments, log_offsets)
+def test_a_log_offset_round_trips_and_parses(segment: int, log_offset: str) -> None:
+    offset = p.format_offset(segment, log_offset)
+    assert p.parse_position(offset) == p.Position(segment, log_offset)
     assert p.parse_offset([offset]) == offset
     assert offset not in (p.BEGINNING, p.NOW)
     assert not set(offset) & set(",&=?/ ")
 
 
-@given(log_offsets, log_offsets)
-def test_protocol_offsets_keep_the_log_order(a: str, b: str) -> None:
-    pa, pb = p.from_log_offset(a), p.from_log_offset(b)
-    assert (pa < pb) == (a.encode() < b.encode())
-    assert (pa == pb) == (a == b)
-    assert p.from_log_offset(None) < pa
+@given(segments, log_offsets, segments, log_offsets)
+def test_protocol_offsets_keep_the_segment_then_log_order(sa: int, a: str, sb: int, b: str) -> None:
+    pa, pb = p.format_offset(sa, a), p.format_offset(sb, b)
+    assert (pa < pb) == ((sa, a.encode()) < (sb, b.encode()))
+    assert (pa == pb) == ((sa, a) == (sb, b))
+    assert pa > p.ZERO_OFFSET
+    assert pa > p.format_offset(sa, None)  # a segment's start sorts before its records
 
 
 def test_the_beginning_is_the_empty_log_position() -> None:
-    assert p.to_log_offset(p.from_log_offset(None)) is None
+    assert p.ZERO_OFFSET == "0000000000000000_0000000000000000"
+    assert p.parse_position(p.ZERO_OFFSET) == p.Position(0, None)
     assert p.parse_offset([]) is None
     assert p.parse_offset(["-1"]) == "-1"
     assert p.parse_offset(["now"]) == "now"
 
 
-@given(st.text(max_size=30))
+@given(st.text(max_size=40))
 def test_parse_offset_accepts_only_what_it_can_read_back(value: str) -> None:
     parsed, error = _outcome(lambda: p.parse_offset([value]))
     if error is not None:
@@ -71,19 +79,61 @@ def test_parse_offset_accepts_only_what_it_can_read_back(value: str) -> None:
         return
     assert parsed == value
     if value not in ("-1", "now"):
-        p.to_log_offset(value)  # never raises for an accepted offset
+        position = p.parse_position(value)  # never raises for an accepted offset
+        assert p.format_offset(position.segment, position.log_offset) == value
 
 
 @pytest.mark.parametrize(
     ("values", "reason"),
-    [(["o30", "o31"], "more than once"), ([""], "empty"), (["o3,0"], "characters"),
-     (["o3 0"], "characters"), (["x30"], "not one this server gave"),
-     (["o3"], "not one this server gave"), (["ozz"], "not one this server gave")],
+    [([p.ZERO_OFFSET, p.ZERO_OFFSET], "more than once"), ([""], "empty"),
+     (["0000000000000000_30,30"], "characters"), (["0000000000000000_30 30"], "characters"),
+     (["o30"], "not one this server gave"), (["000000000000000_3030"], "not one this server"),
+     (["0000000000000000_303"], "not one this server gave"),
+     (["0000000000000000_zz"], "not one this server gave"),
+     (["9999999999999999_9999999999999999"], "not one this server gave")],
 )  # fmt: skip
 def test_bad_offsets_are_400_with_a_reason(values: list[str], reason: str) -> None:
     with pytest.raises(p.ProtocolError, match=reason) as raised:
         p.parse_offset(values)
     assert raised.value.status == 400
+
+
+# Forks
+
+
+def test_fork_headers_parse() -> None:
+    assert p.parse_fork(None, None, None) is None
+    assert p.parse_fork("/v1/stream/a", None, None) == p.Fork("/v1/stream/a")
+    assert p.parse_fork("http://h:1/v1/stream/a", "-1", "0") == p.Fork("/v1/stream/a")
+    fork = p.parse_fork("/v1/stream/a", p.ZERO_OFFSET, "3")
+    assert fork == p.Fork("/v1/stream/a", p.ZERO_OFFSET, 3)
+
+
+@pytest.mark.parametrize(
+    ("source", "offset", "sub", "reason"),
+    [(None, p.ZERO_OFFSET, None, "need"), (None, None, "0", "need"),
+     ("/s", None, "1", "needs"), ("/s", p.ZERO_OFFSET, "-1", "not a non-negative"),
+     ("/s", p.ZERO_OFFSET, "05", "not a non-negative"),
+     ("/s", p.ZERO_OFFSET, "1.5", "not a non-negative"),
+     ("/s", p.ZERO_OFFSET, "+1", "not a non-negative"), ("/s", "o1", None, "not one"),
+     (" ", None, None, "empty")],
+)  # fmt: skip
+def test_bad_fork_headers_are_400(
+    source: str | None, offset: str | None, sub: str | None, reason: str
+) -> None:
+    with pytest.raises(p.ProtocolError, match=reason) as raised:
+        p.parse_fork(source, offset, sub)
+    assert raised.value.status == 400
+
+
+def test_a_sub_offset_cuts_bytes_or_messages() -> None:
+    assert p.cut_at_sub_offset([b"hello", b"x"], 3, json_mode=False) == [b"hel"]
+    assert p.cut_at_sub_offset([b"hello"], 5, json_mode=False) == [b"hello"]
+    assert p.cut_at_sub_offset([b"1", b"2", b"3"], 2, json_mode=True) == [b"1", b"2"]
+    for following, count, json_mode in [([b"hi"], 3, False), ([], 1, False), ([b"1"], 2, True)]:
+        with pytest.raises(p.ProtocolError, match="past") as raised:
+            p.cut_at_sub_offset(following, count, json_mode=json_mode)
+        assert raised.value.status == 400
 
 
 # TTL and expiry

@@ -118,3 +118,23 @@ async def test_redis_restarted_without_data_loses_the_stream_loudly(
             await log.append(lease, [b"2"])
     finally:
         await log.close()
+
+
+async def test_wake_ups_leave_nothing_behind(make_redis_log: MakeRedisLog) -> None:
+    """Followers and cancel watchers wait on pub/sub wake-ups; once they are gone, so are
+    their entries (a long-running instance does not keep one per stream it ever served)."""
+    log = make_redis_log()
+    lease = await log.create(stream := f"s-{uuid.uuid4().hex}", Retention(), 10)
+    watcher = asyncio.ensure_future(log.cancelled(stream))
+    reader = log.read(stream)
+    async with asyncio.timeout(WAIT):
+        await log.append(lease, [b"x"])
+        assert (await anext(reader)).data == b"x"
+        following = asyncio.ensure_future(anext(reader))  # waits for a wake-up
+        await log.end(lease, End())
+        assert (await following).end == End()
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+    assert log._wakes._users == {}
+    assert log._wakes._events == {}

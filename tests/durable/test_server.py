@@ -203,7 +203,11 @@ def test_streams_flag_values() -> None:
     [
         (["--http", ":0", "--streams", "kafka://x"], "use memory or redis://"),
         (["--grpc", ":0", "--durable-path", "/v1/stream"], "--durable-path needs --http"),
-        (["--http", ":0", "--workers", "2", "--durable-path", "/s"], "one process for now"),
+        (["--http", ":0", "--workers", "2", "--durable-path", "/s"], "needs --streams redis://"),
+        (
+            ["--http", ":0", "--workers", "2", "--durable-path", "/s", "--streams", "memory"],
+            "memory streams live in one process",
+        ),
     ],
 )
 def test_serve_refuses_streams_flags_it_cannot_honour(
@@ -215,3 +219,34 @@ def test_serve_refuses_streams_flags_it_cannot_honour(
         main(["serve", "pkg.mod:attr", *args])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+async def test_a_fork_reads_its_source_in_place_and_holds_it(served: Served) -> None:
+    client, _, _ = served
+    text = {"content-type": "text/plain"}
+    first = await client.put(f"{URL}/src", content=b"one", headers=text)
+    await client.post(f"{URL}/src", content=b"two", headers=text)
+    fork_headers = {p.FORKED_FROM: "/v1/stream/src", p.FORK_OFFSET: first.headers[p.NEXT_OFFSET]}
+    forked = await client.put(f"{URL}/fork", headers=fork_headers)
+    assert forked.status_code == 201
+    assert forked.headers[p.NEXT_OFFSET] == first.headers[p.NEXT_OFFSET]
+    assert (await client.put(f"{URL}/fork", headers=fork_headers)).status_code == 200
+    await client.post(f"{URL}/fork", content=b"three", headers=text)
+    assert (await client.get(f"{URL}/fork")).content == b"onethree"
+    # The source's offset up to the fork point is the same position on the fork.
+    after = await client.get(f"{URL}/fork", params={"offset": first.headers[p.NEXT_OFFSET]})
+    assert after.content == b"three"
+    sub = {**fork_headers, p.FORK_SUB_OFFSET: "2"}
+    assert (await client.put(f"{URL}/sub", headers=sub)).status_code == 201
+    assert (await client.get(f"{URL}/sub")).content == b"onetw"
+    # Deleted while forks read it: 410, then gone once the last fork goes.
+    assert (await client.delete(f"{URL}/src")).status_code == 204
+    assert (await client.get(f"{URL}/src")).status_code == 410
+    assert (await client.put(f"{URL}/src", headers=text)).status_code == 409
+    assert (await client.get(f"{URL}/fork")).content == b"onethree"
+    assert (await client.delete(f"{URL}/fork")).status_code == 204
+    assert (await client.head(f"{URL}/src")).status_code == 410
+    assert (await client.delete(f"{URL}/sub")).status_code == 204
+    assert (await client.head(f"{URL}/src")).status_code == 404
+    beyond = {p.FORKED_FROM: "/v1/stream/none", p.FORK_OFFSET: "0000000000000005_3030"}
+    assert (await client.put(f"{URL}/x", headers=beyond)).status_code == 404

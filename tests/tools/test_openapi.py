@@ -21,6 +21,7 @@ from rpckit.codegen.protoc import bundled_include_paths
 from rpckit.interceptors.access_log import AccessLog
 from rpckit.interceptors.auth import ApiKeyAuth, BearerAuth, static_tokens
 from rpckit.tools.openapi import document, document_from_protos
+from rpckit.v1.durable_rpckit import DurableStreamsService
 from tests.serving.process import Served
 from tests.support import ROOT
 
@@ -62,6 +63,11 @@ message UpdateBookRequest { Book book = 1; google.protobuf.FieldMask update_mask
 """
 
 
+
+#: What ``rpckit serve`` of the example (and ``rpckit openapi`` of protos/) describes: the
+#: example's methods and rpckit's own DurableStreamsService (served with @durable methods).
+SERVED = (*StreamsService.spec().methods, *DurableStreamsService.spec().methods)
+
 def test_example_document_validates_and_lists_every_route() -> None:
     spec = document(StreamsService.spec().methods, title="streams")
     validate(spec)
@@ -72,7 +78,16 @@ def test_example_document_validates_and_lists_every_route() -> None:
     }
     assert {(verb, path) for path, ops in spec["paths"].items() for verb in ops} == routes
     sse = spec["paths"]["/api/json_stream"]["get"]["responses"]["200"]["content"]
-    assert {"application/x-ndjson", "text/event-stream"} <= set(sse)
+    assert {"application/x-ndjson", "application/jsonl", "text/event-stream"} <= set(sse)
+    dog_ref = {"$ref": "#/components/schemas/examples.streams.v1.Dog"}
+    assert dog_ref in sse["application/jsonl"]["itemSchema"]["anyOf"]  # OpenAPI 3.2
+    events = sse["text/event-stream"]["itemSchema"]["oneOf"]
+    assert events[0]["properties"]["data"]["contentSchema"] == dog_ref
+    assert [e["properties"]["event"].get("const") for e in events] == [None, "error", "end"]
+    older = document(StreamsService.spec().methods, openapi="3.1.1")
+    validate(older)  # for 3.1-only tools (Swagger UI 5): itemSchema as x-itemSchema
+    assert "x-itemSchema" in json.dumps(older)
+    assert '"itemSchema":' not in json.dumps(older)
     text = spec["paths"]["/api/test_stream"]["get"]["responses"]["200"]["content"]
     assert list(text) == ["text/plain; charset=utf-8"]
     files = spec["paths"]["/api/files/{name}"]["get"]["responses"]
@@ -122,7 +137,7 @@ def test_rpckit_openapi_command(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(out.read_text())["paths"] == document(StreamsService.spec().methods)["paths"]
+    assert json.loads(out.read_text())["paths"] == document(SERVED)["paths"]
     bad = subprocess.run(
         [sys.executable, "-m", "rpckit", "openapi", "-I", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
@@ -135,17 +150,17 @@ def test_served_document_and_schemathesis(example: dict[str, str], tmp_path: Pat
     url = example["http"]
     served = httpx.get(f"{url}/docs/openapi.json", timeout=10).json()
     validate(served)
-    assert served["paths"] == document(StreamsService.spec().methods)["paths"]
+    assert served["paths"] == document(SERVED)["paths"]
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert schemathesis is not None
-    # TextStream never ends and JsonStream sleeps intervalMs (any uint32) between dogs: both
-    # would only test the client's patience; every other route is exercised.
+    # TextStream never ends, JsonStream and Complete sleep intervalMs (any uint32) between
+    # items: they would only test the client's patience; every other route is exercised.
     done = subprocess.run(
         [
             schemathesis, "run", f"{url}/docs/openapi.json", "--checks", "all",
             "--max-examples", "25", "--request-timeout", "10", "--workers", "2",
             "--exclude-path", "/api/test_stream", "--exclude-path", "/api/json_stream",
-            "--generation-deterministic", "--no-color",
+            "--exclude-path", "/api/complete", "--generation-deterministic", "--no-color",
             "--exclude-checks", "unsupported_method,ignored_auth,positive_data_acceptance",
         ],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
@@ -153,7 +168,7 @@ def test_served_document_and_schemathesis(example: dict[str, str], tmp_path: Pat
              "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "Tested: 7" in done.stdout
+    assert "Tested: 8" in done.stdout  # the example's 7 and CancelStream
 
 
 @pytest.mark.parametrize("path", ["/docs", "/docs/ui/swagger-ui-bundle.js"])

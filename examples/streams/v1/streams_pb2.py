@@ -27,7 +27,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from rpckit.v1 import stream_pb2 as rpckit_dot_v1_dot_stream__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!examples/streams/v1/streams.proto\x12\x13\x65xamples.streams.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x16rpckit/v1/stream.proto\"2\n\x0eUploadProgress\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"[\n\x11TextStreamRequest\x12\x12\n\x05start\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0binterval_ms\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x08\n\x06_startB\x0e\n\x0c_interval_ms\"=\n\x11JsonStreamRequest\x12\x18\n\x0binterval_ms\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_interval_ms\" \n\x03\x44og\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61ge\x18\x02 \x01(\r\"?\n\rUploadSummary\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"B\n\x0f\x41\x64optionSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttotal_age\x18\x02 \x01(\r\x12\r\n\x05names\x18\x03 \x03(\t\"\x11\n\x0f\x44ownloadRequest\"#\n\x13\x44ownloadFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListFilesRequest\"A\n\x11ListFilesResponse\x12,\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1d.examples.streams.v1.FileInfo\"&\n\x08\x46ileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1e\n\rGetDogRequest\x12\r\n\x05index\x18\x01 \x01(\r\"\x1b\n\x0b\x43hatMessage\x12\x0c\n\x04text\x18\x01 \x01(\t2\x9d\t\n\x0eStreamsService\x12\x61\n\nTextStream\x12&.examples.streams.v1.TextStreamRequest\x1a\x0f.rpckit.v1.Text\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/test_stream0\x01\x12j\n\nJsonStream\x12&.examples.streams.v1.JsonStreamRequest\x1a\x18.examples.streams.v1.Dog\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/json_stream0\x01\x12r\n\x12UploadAsByteStream\x12\x10.rpckit.v1.Bytes\x1a\".examples.streams.v1.UploadSummary\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/upload_as_bytestream:\x01*(\x01\x12y\n\x14\x44ownloadAsFileStream\x12$.examples.streams.v1.DownloadRequest\x1a\x14.google.api.HttpBody\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/download_as_filestream0\x01\x12k\n\x0c\x44ownloadFile\x12(.examples.streams.v1.DownloadFileRequest\x1a\x14.google.api.HttpBody\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/files/{name}0\x01\x12q\n\tListFiles\x12%.examples.streams.v1.ListFilesRequest\x1a&.examples.streams.v1.ListFilesResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/api/files\x12{\n\x16UploadFileAsFileStream\x12\x14.google.api.HttpBody\x1a\".examples.streams.v1.UploadSummary\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/upload_as_file_stream:\x01*(\x01\x12i\n\tAdoptDogs\x12\x18.examples.streams.v1.Dog\x1a$.examples.streams.v1.AdoptionSummary\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/api/dogs:adopt:\x01*(\x01\x12\x64\n\x06GetDog\x12\".examples.streams.v1.GetDogRequest\x1a\x18.examples.streams.v1.Dog\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/dogs/{index}\x12N\n\x04\x43hat\x12 .examples.streams.v1.ChatMessage\x1a .examples.streams.v1.ChatMessage(\x01\x30\x01\x12O\n\x12UploadWithProgress\x12\x10.rpckit.v1.Bytes\x1a#.examples.streams.v1.UploadProgress(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!examples/streams/v1/streams.proto\x12\x13\x65xamples.streams.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x16rpckit/v1/stream.proto\"F\n\x0f\x43ompleteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\r\x12\x13\n\x0binterval_ms\x18\x03 \x01(\r\"8\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x12\n\ngeneration\x18\x03 \x01(\t\"2\n\x0eUploadProgress\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"[\n\x11TextStreamRequest\x12\x12\n\x05start\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0binterval_ms\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x08\n\x06_startB\x0e\n\x0c_interval_ms\"=\n\x11JsonStreamRequest\x12\x18\n\x0binterval_ms\x18\x01 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_interval_ms\" \n\x03\x44og\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61ge\x18\x02 \x01(\r\"?\n\rUploadSummary\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"B\n\x0f\x41\x64optionSummary\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\ttotal_age\x18\x02 \x01(\r\x12\r\n\x05names\x18\x03 \x03(\t\"\x11\n\x0f\x44ownloadRequest\"#\n\x13\x44ownloadFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListFilesRequest\"A\n\x11ListFilesResponse\x12,\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1d.examples.streams.v1.FileInfo\"&\n\x08\x46ileInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1e\n\rGetDogRequest\x12\r\n\x05index\x18\x01 \x01(\r\"\x1b\n\x0b\x43hatMessage\x12\x0c\n\x04text\x18\x01 \x01(\t2\x84\n\n\x0eStreamsService\x12\x61\n\nTextStream\x12&.examples.streams.v1.TextStreamRequest\x1a\x0f.rpckit.v1.Text\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/test_stream0\x01\x12j\n\nJsonStream\x12&.examples.streams.v1.JsonStreamRequest\x1a\x18.examples.streams.v1.Dog\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/json_stream0\x01\x12r\n\x12UploadAsByteStream\x12\x10.rpckit.v1.Bytes\x1a\".examples.streams.v1.UploadSummary\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/upload_as_bytestream:\x01*(\x01\x12y\n\x14\x44ownloadAsFileStream\x12$.examples.streams.v1.DownloadRequest\x1a\x14.google.api.HttpBody\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/download_as_filestream0\x01\x12k\n\x0c\x44ownloadFile\x12(.examples.streams.v1.DownloadFileRequest\x1a\x14.google.api.HttpBody\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/files/{name}0\x01\x12q\n\tListFiles\x12%.examples.streams.v1.ListFilesRequest\x1a&.examples.streams.v1.ListFilesResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/api/files\x12{\n\x16UploadFileAsFileStream\x12\x14.google.api.HttpBody\x1a\".examples.streams.v1.UploadSummary\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/upload_as_file_stream:\x01*(\x01\x12i\n\tAdoptDogs\x12\x18.examples.streams.v1.Dog\x1a$.examples.streams.v1.AdoptionSummary\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/api/dogs:adopt:\x01*(\x01\x12\x64\n\x06GetDog\x12\".examples.streams.v1.GetDogRequest\x1a\x18.examples.streams.v1.Dog\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/dogs/{index}\x12N\n\x04\x43hat\x12 .examples.streams.v1.ChatMessage\x1a .examples.streams.v1.ChatMessage(\x01\x30\x01\x12O\n\x12UploadWithProgress\x12\x10.rpckit.v1.Bytes\x1a#.examples.streams.v1.UploadProgress(\x01\x30\x01\x12\x65\n\x08\x43omplete\x12$.examples.streams.v1.CompleteRequest\x1a\x1a.examples.streams.v1.Token\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/complete0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,32 +52,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMSSERVICE'].methods_by_name['AdoptDogs']._serialized_options = b'\202\323\344\223\002\024\"\017/api/dogs:adopt:\001*'
   _globals['_STREAMSSERVICE'].methods_by_name['GetDog']._loaded_options = None
   _globals['_STREAMSSERVICE'].methods_by_name['GetDog']._serialized_options = b'\220\002\001\202\323\344\223\002\023\022\021/api/dogs/{index}'
-  _globals['_UPLOADPROGRESS']._serialized_start=139
-  _globals['_UPLOADPROGRESS']._serialized_end=189
-  _globals['_TEXTSTREAMREQUEST']._serialized_start=191
-  _globals['_TEXTSTREAMREQUEST']._serialized_end=282
-  _globals['_JSONSTREAMREQUEST']._serialized_start=284
-  _globals['_JSONSTREAMREQUEST']._serialized_end=345
-  _globals['_DOG']._serialized_start=347
-  _globals['_DOG']._serialized_end=379
-  _globals['_UPLOADSUMMARY']._serialized_start=381
-  _globals['_UPLOADSUMMARY']._serialized_end=444
-  _globals['_ADOPTIONSUMMARY']._serialized_start=446
-  _globals['_ADOPTIONSUMMARY']._serialized_end=512
-  _globals['_DOWNLOADREQUEST']._serialized_start=514
-  _globals['_DOWNLOADREQUEST']._serialized_end=531
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=533
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=568
-  _globals['_LISTFILESREQUEST']._serialized_start=570
-  _globals['_LISTFILESREQUEST']._serialized_end=588
-  _globals['_LISTFILESRESPONSE']._serialized_start=590
-  _globals['_LISTFILESRESPONSE']._serialized_end=655
-  _globals['_FILEINFO']._serialized_start=657
-  _globals['_FILEINFO']._serialized_end=695
-  _globals['_GETDOGREQUEST']._serialized_start=697
-  _globals['_GETDOGREQUEST']._serialized_end=727
-  _globals['_CHATMESSAGE']._serialized_start=729
-  _globals['_CHATMESSAGE']._serialized_end=756
-  _globals['_STREAMSSERVICE']._serialized_start=759
-  _globals['_STREAMSSERVICE']._serialized_end=1940
+  _globals['_STREAMSSERVICE'].methods_by_name['Complete']._loaded_options = None
+  _globals['_STREAMSSERVICE'].methods_by_name['Complete']._serialized_options = b'\202\323\344\223\002\017\022\r/api/complete'
+  _globals['_COMPLETEREQUEST']._serialized_start=139
+  _globals['_COMPLETEREQUEST']._serialized_end=209
+  _globals['_TOKEN']._serialized_start=211
+  _globals['_TOKEN']._serialized_end=267
+  _globals['_UPLOADPROGRESS']._serialized_start=269
+  _globals['_UPLOADPROGRESS']._serialized_end=319
+  _globals['_TEXTSTREAMREQUEST']._serialized_start=321
+  _globals['_TEXTSTREAMREQUEST']._serialized_end=412
+  _globals['_JSONSTREAMREQUEST']._serialized_start=414
+  _globals['_JSONSTREAMREQUEST']._serialized_end=475
+  _globals['_DOG']._serialized_start=477
+  _globals['_DOG']._serialized_end=509
+  _globals['_UPLOADSUMMARY']._serialized_start=511
+  _globals['_UPLOADSUMMARY']._serialized_end=574
+  _globals['_ADOPTIONSUMMARY']._serialized_start=576
+  _globals['_ADOPTIONSUMMARY']._serialized_end=642
+  _globals['_DOWNLOADREQUEST']._serialized_start=644
+  _globals['_DOWNLOADREQUEST']._serialized_end=661
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=663
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=698
+  _globals['_LISTFILESREQUEST']._serialized_start=700
+  _globals['_LISTFILESREQUEST']._serialized_end=718
+  _globals['_LISTFILESRESPONSE']._serialized_start=720
+  _globals['_LISTFILESRESPONSE']._serialized_end=785
+  _globals['_FILEINFO']._serialized_start=787
+  _globals['_FILEINFO']._serialized_end=825
+  _globals['_GETDOGREQUEST']._serialized_start=827
+  _globals['_GETDOGREQUEST']._serialized_end=857
+  _globals['_CHATMESSAGE']._serialized_start=859
+  _globals['_CHATMESSAGE']._serialized_end=886
+  _globals['_STREAMSSERVICE']._serialized_start=889
+  _globals['_STREAMSSERVICE']._serialized_end=2173
 # @@protoc_insertion_point(module_scope)

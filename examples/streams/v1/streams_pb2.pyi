@@ -9,6 +9,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CompleteRequest(_message.Message):
+    __slots__ = ("prompt", "tokens", "interval_ms")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    tokens: int
+    interval_ms: int
+    def __init__(self, prompt: _Optional[str] = ..., tokens: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class Token(_message.Message):
+    __slots__ = ("text", "index", "generation")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    index: int
+    generation: str
+    def __init__(self, text: _Optional[str] = ..., index: _Optional[int] = ..., generation: _Optional[str] = ...) -> None: ...
+
 class UploadProgress(_message.Message):
     __slots__ = ("received", "sha256")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]

@@ -9,7 +9,7 @@ import abc
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Final
 from rpckit import ByteStream, Code, Context, Event, FileStream, HttpRule, Idempotency, MethodKind, MethodSpec, RpcError, ServerStream, Service, ServiceSpec
-from rpckit.client import CallOptions, ResponseMetadata, StreamCall, Transport
+from rpckit.client import CallOptions, ResponseMetadata, StreamCall, StreamCallSync, Transport, TransportSync
 from rpckit.metadata import MetadataLike
 import examples.streams.v1.streams_pb2 as _examples_streams_v1_streams__pb2
 import google.api.httpbody_pb2 as _google_api_httpbody__pb2
@@ -19,6 +19,7 @@ __all__ = [
     "STREAMS_SERVICE",
     "StreamsService",
     "StreamsServiceClient",
+    "StreamsServiceClientSync",
     "StreamsServiceMethods",
     "UnimplementedStreamsService",
 ]
@@ -28,7 +29,7 @@ __all__ = [
 # include path of rpckit generate and --reload) and refuses to start when that file exists
 # and its digest differs: the schema changed since, run rpckit generate. Not found (an
 # installed package, another layout): nothing is checked.
-__rpckit_source__: Final = ("examples/streams/v1/streams.proto", "sha256:ff31fa408a568b32bd2988f3e56717efed85ba0f867f29fb804a17d07bcf9bdf")
+__rpckit_source__: Final = ("examples/streams/v1/streams.proto", "sha256:e2135148269d26b7980d0af06f82b658807534350e8e6acc0d631788a2317afb")
 
 
 class StreamsServiceMethods:
@@ -144,6 +145,16 @@ class StreamsServiceMethods:
         output=_examples_streams_v1_streams__pb2.UploadProgress,
     )
 
+    complete: Final[MethodSpec[_examples_streams_v1_streams__pb2.CompleteRequest, _examples_streams_v1_streams__pb2.Token]] = MethodSpec(
+        service="examples.streams.v1.StreamsService",
+        name="Complete",
+        handler="complete",
+        kind=MethodKind.SERVER_STREAM,
+        input=_examples_streams_v1_streams__pb2.CompleteRequest,
+        output=_examples_streams_v1_streams__pb2.Token,
+        http=(HttpRule("GET", "/api/complete"),),
+    )
+
 
 STREAMS_SERVICE: Final = ServiceSpec(
     name="examples.streams.v1.StreamsService",
@@ -159,6 +170,7 @@ STREAMS_SERVICE: Final = ServiceSpec(
         StreamsServiceMethods.get_dog,
         StreamsServiceMethods.chat,
         StreamsServiceMethods.upload_with_progress,
+        StreamsServiceMethods.complete,
     ),
 )
 
@@ -222,6 +234,13 @@ class StreamsService(Service, abc.ABC):
         report also carries the sha256 (bidi: over gRPC and WebSocket).
         """
 
+    @abc.abstractmethod
+    def complete(self, request: _examples_streams_v1_streams__pb2.CompleteRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Token | Event[_examples_streams_v1_streams__pb2.Token]]:
+        """An LLM-like generation: `tokens` tokens for `prompt`, one every `interval_ms`. Served
+        durable (`@durable` in server.py): produced once, resumed from any instance by offset,
+        so a page reload or the serving instance's death loses nothing.
+        """
+
 
 class UnimplementedStreamsService(StreamsService):
     """``StreamsService`` with every handler answering ``unimplemented``: override only some."""
@@ -258,6 +277,9 @@ class UnimplementedStreamsService(StreamsService):
 
     def upload_with_progress(self, requests: ByteStream, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.UploadProgress | Event[_examples_streams_v1_streams__pb2.UploadProgress]]:
         raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/UploadWithProgress is not implemented")
+
+    def complete(self, request: _examples_streams_v1_streams__pb2.CompleteRequest, ctx: Context) -> ServerStream[_examples_streams_v1_streams__pb2.Token | Event[_examples_streams_v1_streams__pb2.Token]]:
+        raise RpcError(Code.UNIMPLEMENTED, "examples.streams.v1.StreamsService/Complete is not implemented")
 
 
 class StreamsServiceClient:
@@ -403,3 +425,184 @@ class StreamsServiceClient:
         """
         options = CallOptions(timeout, metadata, response)
         return self.transport.bidi_stream(StreamsServiceMethods.upload_with_progress, requests, options)
+
+    def complete(
+        self,
+        request: _examples_streams_v1_streams__pb2.CompleteRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCall[_examples_streams_v1_streams__pb2.Token]:
+        """An LLM-like generation: `tokens` tokens for `prompt`, one every `interval_ms`. Served
+        durable (`@durable` in server.py): produced once, resumed from any instance by offset,
+        so a page reload or the serving instance's death loses nothing.
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.complete, request, options)
+
+
+class StreamsServiceClientSync:
+    """Typed blocking client for ``examples.streams.v1.StreamsService``; ``with`` closes its transport."""
+
+    def __init__(self, transport: TransportSync) -> None:
+        self.transport = transport
+
+    def __enter__(self) -> StreamsServiceClientSync:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.transport.close()
+
+    def text_stream(
+        self,
+        request: _examples_streams_v1_streams__pb2.TextStreamRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_rpckit_v1_stream__pb2.Text]:
+        """A text stream: \"Hello, world! N\" from `start`, every `interval_ms`, until the client leaves."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.text_stream, request, options)
+
+    def json_stream(
+        self,
+        request: _examples_streams_v1_streams__pb2.JsonStreamRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_examples_streams_v1_streams__pb2.Dog]:
+        """Ten dogs, \"Dog 0\" to \"Dog 9\"."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.json_stream, request, options)
+
+    def upload_as_byte_stream(
+        self,
+        requests: Iterable[_rpckit_v1_stream__pb2.Bytes],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.UploadSummary:
+        """Receives raw bytes and reports their size and sha256."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.client_stream(StreamsServiceMethods.upload_as_byte_stream, requests, options)
+
+    def download_as_file_stream(
+        self,
+        request: _examples_streams_v1_streams__pb2.DownloadRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_google_api_httpbody__pb2.HttpBody]:
+        """Sends the server module's own source file."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.download_as_file_stream, request, options)
+
+    def download_file(
+        self,
+        request: _examples_streams_v1_streams__pb2.DownloadFileRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_google_api_httpbody__pb2.HttpBody]:
+        """Sends one file from the directory the server was started with."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.download_file, request, options)
+
+    def list_files(
+        self,
+        request: _examples_streams_v1_streams__pb2.ListFilesRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.ListFilesResponse:
+        """Lists the files DownloadFile serves, with their sizes."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.unary(StreamsServiceMethods.list_files, request, options)
+
+    def upload_file_as_file_stream(
+        self,
+        requests: Iterable[_google_api_httpbody__pb2.HttpBody],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.UploadSummary:
+        """Receives a file (name, size and type in headers), stores it in the files directory
+        and reports its size and sha256.
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.client_stream(StreamsServiceMethods.upload_file_as_file_stream, requests, options)
+
+    def adopt_dogs(
+        self,
+        requests: Iterable[_examples_streams_v1_streams__pb2.Dog],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.AdoptionSummary:
+        """Receives a stream of dogs (over plain HTTP: NDJSON, a CBOR or MsgPack sequence, or
+        delimited protobuf) and reports how many came and how old they are together.
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.client_stream(StreamsServiceMethods.adopt_dogs, requests, options)
+
+    def get_dog(
+        self,
+        request: _examples_streams_v1_streams__pb2.GetDogRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> _examples_streams_v1_streams__pb2.Dog:
+        """One dog by index; an index of 10 or more is not_found."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.unary(StreamsServiceMethods.get_dog, request, options)
+
+    def chat(
+        self,
+        requests: Iterable[_examples_streams_v1_streams__pb2.ChatMessage],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_examples_streams_v1_streams__pb2.ChatMessage]:
+        """Echoes every message upper-cased (bidi: over gRPC and WebSocket)."""
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.bidi_stream(StreamsServiceMethods.chat, requests, options)
+
+    def upload_with_progress(
+        self,
+        requests: Iterable[_rpckit_v1_stream__pb2.Bytes],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_examples_streams_v1_streams__pb2.UploadProgress]:
+        """Receives an upload in chunks and reports the bytes received after each one; the last
+        report also carries the sha256 (bidi: over gRPC and WebSocket).
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.bidi_stream(StreamsServiceMethods.upload_with_progress, requests, options)
+
+    def complete(
+        self,
+        request: _examples_streams_v1_streams__pb2.CompleteRequest,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+        response: ResponseMetadata | None = None,
+    ) -> StreamCallSync[_examples_streams_v1_streams__pb2.Token]:
+        """An LLM-like generation: `tokens` tokens for `prompt`, one every `interval_ms`. Served
+        durable (`@durable` in server.py): produced once, resumed from any instance by offset,
+        so a page reload or the serving instance's death loses nothing.
+        """
+        options = CallOptions(timeout, metadata, response)
+        return self.transport.server_stream(StreamsServiceMethods.complete, request, options)

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Builds dist/connect.js, the bundle connect.html loads (index.html needs no build).
-#   1. npm ci: connect-web, protobuf-es, protoc-gen-es and esbuild (package-lock.json);
-#   2. protoc-gen-es (through grpcio-tools' protoc) turns streams.proto and its imports into
-#      TypeScript under gen/;
-#   3. esbuild bundles src/connect.ts (types stripped, no type check) into dist/connect.js.
-# Idempotent and runnable from anywhere. PY picks the Python that has grpcio-tools and
-# googleapis-common-protos (default: python).
+# Builds the bundles the example's pages load: dist/app.js (index.html) and dist/connect.js
+# (connect.html).
+#   1. npm ci: connect-web, protobuf-es, protoc-gen-es, esbuild and typescript
+#      (package-lock.json);
+#   2. `rpckit generate --ts` writes rpckit's own typed client for streams.proto (and
+#      rpckit/v1/durable.proto: the Stop of the durable card) under gen-ts/;
+#   3. protoc-gen-es (through grpcio-tools' protoc) turns streams.proto and its imports into
+#      connect-es TypeScript under gen/;
+#   4. tsc type-checks both pages' code against their generated clients (tsconfig.json);
+#   5. esbuild bundles src/app.ts into dist/app.js and src/connect.ts into dist/connect.js.
+# gen-ts/, gen/ and dist/ are build output (not committed): every run writes them afresh
+# from the .proto files and the generator. Idempotent and runnable from anywhere. PY picks the
+# Python that has rpckit, grpcio-tools and googleapis-common-protos (default: python).
 set -euo pipefail
 WEB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$WEB/../../.." && pwd)"
@@ -13,6 +19,11 @@ PY="${PY:-python}"
 cd "$WEB"
 
 npm ci --no-audit --no-fund --loglevel=error
+
+# rpckit's client: plain proto3-JSON interfaces and a dependency-free runtime over fetch.
+rm -rf gen-ts
+(cd "$ROOT" && "$PY" -m rpckit generate -I "$ROOT/protos" --ts "$WEB/gen-ts" \
+  examples/streams/v1/streams.proto rpckit/v1/durable.proto >/dev/null)
 
 # Include dirs: the repo's protos, googleapis-common-protos (google/api/*) and grpcio-tools'
 # own google/protobuf/* (the well-known types; protoc-gen-es maps them to @bufbuild/protobuf/wkt).
@@ -33,6 +44,11 @@ mkdir -p gen
   examples/streams/v1/streams.proto rpckit/v1/stream.proto \
   google/api/annotations.proto google/api/http.proto google/api/httpbody.proto
 
-node_modules/.bin/esbuild src/connect.ts --bundle --format=esm --target=es2022 \
-  --sourcemap --log-level=warning --outfile=dist/connect.js
-echo "built $WEB/dist/connect.js"
+# esbuild strips types without checking them: tsc does (--strict, no output).
+node_modules/.bin/tsc -p tsconfig.json
+
+for page in app connect; do
+  node_modules/.bin/esbuild "src/$page.ts" --bundle --format=esm --target=es2022 \
+    --sourcemap --log-level=warning --outfile="dist/$page.js"
+done
+echo "built $WEB/dist/app.js and $WEB/dist/connect.js"

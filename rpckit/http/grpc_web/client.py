@@ -8,22 +8,40 @@ Works against rpckit's bridge and any gRPC-Web server or proxy (Envoy, grpcwebpr
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from contextlib import AsyncExitStack
-from typing import TypeVar
+from collections.abc import AsyncIterable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import httpx
 from google.protobuf.message import Message
 
-from rpckit.client import AsyncClosing, CallOptions, StreamCall, as_async_iterable, request_metadata
+from rpckit.client import (
+    AsyncClosing,
+    CallOptions,
+    Closing,
+    StreamCall,
+    StreamCallSync,
+    as_async_iterable,
+    as_iterable,
+    request_metadata,
+)
 from rpckit.compression import Compression, CompressionRegistry, compressions
 from rpckit.encodings import Encoding, EncodingRegistry, encodings
 from rpckit.errors import Code, RpcError
-from rpckit.http.calls import CallErrors, bidi_refused, decode_response, one_request
+from rpckit.http.calls import bidi_refused, bidi_refused_sync, decode_response, one_request
+from rpckit.http.exchange import (
+    READ,
+    READ_ALL,
+    Emit,
+    Exchange,
+    Send,
+    run_async,
+    run_sync,
+    single,
+    single_sync,
+)
 from rpckit.http.grpc_web.protocol import (
     FLAG_COMPRESSED,
     FLAG_TRAILER,
@@ -38,7 +56,7 @@ from rpckit.limits import DEFAULT_MAX_MESSAGE_SIZE
 from rpckit.metadata import Metadata
 from rpckit.service import MethodSpec
 
-__all__ = ["GrpcWebTransport"]
+__all__ = ["GrpcWebTransport", "GrpcWebTransportSync"]
 
 I = TypeVar("I", bound=Message)  # noqa: E741 - request type
 O = TypeVar("O", bound=Message)  # noqa: E741 - response type
@@ -47,7 +65,105 @@ _BODY = "response body"
 _MAX_REASON = 4096
 
 
-class GrpcWebTransport(AsyncClosing):
+class _GrpcWebCalls:
+    """What both gRPC-Web transports share: settings, and each call as an exchange."""
+
+    def __init__(
+        self,
+        base_url: str,
+        encoding: str,
+        text: bool,
+        max_message_size: int,
+        encodings: EncodingRegistry,
+        compressions: CompressionRegistry,
+    ) -> None:
+        codec = encodings.get(encoding)
+        if codec is None:
+            raise ValueError(f"unknown encoding {encoding!r}; known: {encodings.names()}")
+        self.codec: Encoding = codec
+        self.text = text
+        self.base_url = base_url.rstrip("/")
+        self.max_message_size = max_message_size
+        self.compressions = compressions
+        self.content_type = f"application/grpc-web{'-text' if text else ''}+{codec.name}"
+
+    def _headers(self, options: CallOptions) -> list[tuple[str, str]]:
+        headers = [
+            ("content-type", self.content_type),
+            ("accept", self.content_type),
+            ("x-grpc-web", "1"),
+            ("x-user-agent", "rpckit-grpc-web"),
+            ("grpc-accept-encoding", ",".join(["identity", *self.compressions.names()])),
+        ]
+        if options.timeout is not None:
+            headers.append(("grpc-timeout", encode_grpc_timeout(options.timeout)))
+        headers += request_metadata(options)
+        return headers
+
+    def _frame(self, request: Message) -> bytes:
+        data = envelope(self.codec.encode(request))
+        return base64.b64encode(data) if self.text else data
+
+    def _call(
+        self,
+        method: MethodSpec[Any, Any],
+        requests: AsyncIterable[Any] | Iterable[Any],
+        options: CallOptions,
+    ) -> Exchange:
+        url = self.base_url + method.path
+        send = Send("POST", url, self._headers(options), requests=requests, encode=self._frame)
+        answer = yield send
+        pairs = answer.headers
+        headers = Metadata(pairs)
+        if "grpc-status" in headers:  # trailers-only: the headers are the trailers
+            if options.response is not None:
+                options.response.trailers = response_metadata(pairs)
+            message = headers.get("grpc-message")
+            if message is not None:
+                headers["grpc-message"] = unquote(message)
+            error = status_from_trailers(headers)
+            if error is not None:
+                raise error
+            return
+        if options.response is not None:
+            options.response.headers = response_metadata(pairs)
+        if answer.status != 200:
+            body = yield READ_ALL
+            raise _http_error(answer.status, body)
+        decompressor = self._decompressor(headers.get("grpc-encoding"))
+        reader = EnvelopeReader(self.max_message_size, body=_BODY)
+        decoder = Base64Decoder(body=_BODY) if self.text else None
+        while (chunk := (yield READ)) is not None:
+            for flags, data in _malformed_as_internal(reader, decoder, chunk):
+                if flags & FLAG_TRAILER:
+                    trailers = _trailers(data)
+                    if options.response is not None:
+                        options.response.trailers = response_metadata(trailers)
+                    error = status_from_trailers(trailers)
+                    if error is not None:
+                        raise error
+                    return
+                if flags & FLAG_COMPRESSED:
+                    if decompressor is None:
+                        raise RpcError(Code.INTERNAL, "compressed frame without grpc-encoding")
+                    data = decompressor.decompress(data, self.max_message_size)
+                yield Emit(decode_response(self.codec, data, method.output))
+        raise RpcError(Code.INTERNAL, "gRPC-Web response ended without trailers")
+
+    def _decompressor(self, name: str | None) -> Compression | None:
+        if name is None or name == "identity":
+            return None
+        compression = self.compressions.get(name)
+        if compression is None:
+            raise RpcError(Code.INTERNAL, f"server used unknown grpc-encoding {name!r}")
+        return compression
+
+
+_WHAT = "gRPC-Web call"
+_NO_BIDI = "gRPC-Web cannot carry it; call it over gRPC or WebSocket"
+
+
+class GrpcWebTransport(_GrpcWebCalls, AsyncClosing):
     """Calls services over gRPC-Web.
 
     ``encoding`` names the codec (``proto``, ``json``...), ``text`` selects the base64
@@ -67,15 +183,7 @@ class GrpcWebTransport(AsyncClosing):
         encodings: EncodingRegistry = encodings,
         compressions: CompressionRegistry = compressions,
     ) -> None:
-        codec = encodings.get(encoding)
-        if codec is None:
-            raise ValueError(f"unknown encoding {encoding!r}; known: {encodings.names()}")
-        self.codec: Encoding = codec
-        self.text = text
-        self.base_url = base_url.rstrip("/")
-        self.max_message_size = max_message_size
-        self.compressions = compressions
-        self.content_type = f"application/grpc-web{'-text' if text else ''}+{codec.name}"
+        super().__init__(base_url, encoding, text, max_message_size, encodings, compressions)
         self._owned = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(None))
 
@@ -84,17 +192,18 @@ class GrpcWebTransport(AsyncClosing):
         if self._owned:
             await self.client.aclose()
 
-    # --- calls -----------------------------------------------------------------------------
-
     async def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
         """Call a unary method: one request frame out, one message and the trailers back."""
-        return await self._single(self._call(method, one_request(request), options))
+        exchange = self._call(method, one_request(request), options)
+        result: O = await single(run_async(self.client, exchange, options.timeout), _WHAT)
+        return result
 
     def server_stream(
         self, method: MethodSpec[I, O], request: I, options: CallOptions
     ) -> StreamCall[O]:
         """Call a server-streaming method; iterate the result for the responses."""
-        return StreamCall(self._call(method, one_request(request), options))
+        exchange = self._call(method, one_request(request), options)
+        return StreamCall(run_async(self.client, exchange, options.timeout))
 
     async def client_stream(
         self,
@@ -103,7 +212,9 @@ class GrpcWebTransport(AsyncClosing):
         options: CallOptions,
     ) -> O:
         """Call a client-streaming method; the requests go out as they are produced."""
-        return await self._single(self._call(method, as_async_iterable(requests), options))
+        exchange = self._call(method, as_async_iterable(requests), options)
+        result: O = await single(run_async(self.client, exchange, options.timeout), _WHAT)
+        return result
 
     def bidi_stream(
         self,
@@ -112,107 +223,58 @@ class GrpcWebTransport(AsyncClosing):
         options: CallOptions,
     ) -> StreamCall[O]:
         """gRPC-Web has no bidi streams: fails with ``unimplemented``; use gRPC or WebSocket."""
-        return StreamCall(
-            bidi_refused(method, "gRPC-Web cannot carry it; call it over gRPC or WebSocket")
-        )
+        return StreamCall(bidi_refused(method, _NO_BIDI))
 
-    # --- the exchange ----------------------------------------------------------------------
 
-    @staticmethod
-    async def _single(responses: AsyncGenerator[O, None]) -> O:
-        try:
-            result = await anext(responses, None)
-            if result is None:
-                raise RpcError(Code.INTERNAL, "gRPC-Web call ended without a response message")
-            if await anext(responses, None) is not None:
-                raise RpcError(Code.INTERNAL, "gRPC-Web call got more than one response message")
-            return result
-        finally:
-            await responses.aclose()
+class GrpcWebTransportSync(_GrpcWebCalls, Closing):
+    """``GrpcWebTransport`` for blocking clients (``*ClientSync``), over ``httpx.Client``."""
 
-    def _headers(self, options: CallOptions) -> list[tuple[str, str]]:
-        headers = [
-            ("content-type", self.content_type),
-            ("accept", self.content_type),
-            ("x-grpc-web", "1"),
-            ("x-user-agent", "rpckit-grpc-web"),
-            ("grpc-accept-encoding", ",".join(["identity", *self.compressions.names()])),
-        ]
-        if options.timeout is not None:
-            headers.append(("grpc-timeout", encode_grpc_timeout(options.timeout)))
-        headers += request_metadata(options)
-        return headers
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client: httpx.Client | None = None,
+        encoding: str = "proto",
+        text: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        encodings: EncodingRegistry = encodings,
+        compressions: CompressionRegistry = compressions,
+    ) -> None:
+        super().__init__(base_url, encoding, text, max_message_size, encodings, compressions)
+        self._owned = client is None
+        self.client = client or httpx.Client(timeout=httpx.Timeout(None))
 
-    async def _frames(self, requests: AsyncIterable[Message]) -> AsyncIterator[bytes]:
-        async for request in requests:
-            data = envelope(self.codec.encode(request))
-            yield base64.b64encode(data) if self.text else data
+    def close(self) -> None:
+        """Close the HTTP client if this transport created it."""
+        if self._owned:
+            self.client.close()
 
-    async def _call(
-        self, method: MethodSpec[I, O], requests: AsyncIterable[I], options: CallOptions
-    ) -> AsyncGenerator[O, None]:
-        loop = asyncio.get_running_loop()
-        deadline = None if options.timeout is None else loop.time() + options.timeout
-        async with AsyncExitStack() as stack:
-            async with CallErrors(deadline):
-                response = await stack.enter_async_context(
-                    self.client.stream(
-                        "POST",
-                        self.base_url + method.path,
-                        content=self._frames(requests),
-                        headers=self._headers(options),
-                    )
-                )
-            pairs = response.headers.multi_items()
-            headers = Metadata(pairs)
-            if "grpc-status" in headers:  # trailers-only: the headers are the trailers
-                if options.response is not None:
-                    options.response.trailers = response_metadata(pairs)
-                message = headers.get("grpc-message")
-                if message is not None:
-                    headers["grpc-message"] = unquote(message)
-                error = status_from_trailers(headers)
-                if error is not None:
-                    raise error
-                return
-            if options.response is not None:
-                options.response.headers = response_metadata(pairs)
-            if response.status_code != 200:
-                async with CallErrors(deadline):
-                    body = await response.aread()
-                raise _http_error(response.status_code, body)
-            decompressor = self._decompressor(headers.get("grpc-encoding"))
-            reader = EnvelopeReader(self.max_message_size, body=_BODY)
-            decoder = Base64Decoder(body=_BODY) if self.text else None
-            chunks = response.aiter_raw()
-            while True:
-                async with CallErrors(deadline):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                for flags, data in _malformed_as_internal(reader, decoder, chunk):
-                    if flags & FLAG_TRAILER:
-                        trailers = _trailers(data)
-                        if options.response is not None:
-                            options.response.trailers = response_metadata(trailers)
-                        error = status_from_trailers(trailers)
-                        if error is not None:
-                            raise error
-                        return
-                    if flags & FLAG_COMPRESSED:
-                        if decompressor is None:
-                            raise RpcError(Code.INTERNAL, "compressed frame without grpc-encoding")
-                        data = decompressor.decompress(data, self.max_message_size)
-                    yield decode_response(self.codec, data, method.output)
-            raise RpcError(Code.INTERNAL, "gRPC-Web response ended without trailers")
+    def unary(self, method: MethodSpec[I, O], request: I, options: CallOptions) -> O:
+        """Call a unary method: one request frame out, one message and the trailers back."""
+        exchange = self._call(method, [request], options)
+        result: O = single_sync(run_sync(self.client, exchange, options.timeout), _WHAT)
+        return result
 
-    def _decompressor(self, name: str | None) -> Compression | None:
-        if name is None or name == "identity":
-            return None
-        compression = self.compressions.get(name)
-        if compression is None:
-            raise RpcError(Code.INTERNAL, f"server used unknown grpc-encoding {name!r}")
-        return compression
+    def server_stream(
+        self, method: MethodSpec[I, O], request: I, options: CallOptions
+    ) -> StreamCallSync[O]:
+        """Call a server-streaming method; iterate the result for the responses."""
+        exchange = self._call(method, [request], options)
+        return StreamCallSync(run_sync(self.client, exchange, options.timeout))
+
+    def client_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> O:
+        """Call a client-streaming method; the requests go out as they are produced."""
+        exchange = self._call(method, as_iterable(requests), options)
+        result: O = single_sync(run_sync(self.client, exchange, options.timeout), _WHAT)
+        return result
+
+    def bidi_stream(
+        self, method: MethodSpec[I, O], requests: Iterable[I], options: CallOptions
+    ) -> StreamCallSync[O]:
+        """gRPC-Web has no bidi streams: fails with ``unimplemented``; use gRPC or WebSocket."""
+        return StreamCallSync(bidi_refused_sync(method, _NO_BIDI))
 
 
 def _malformed_as_internal(

@@ -24,6 +24,8 @@ from google.protobuf.message import Message
 
 from rpckit.call import CallRunner, Prepared, Request
 from rpckit.context import Context
+from rpckit.durable.calls import StreamExpired, reserved_query
+from rpckit.durable.options import OFFSET_HEADER, STREAM_HEADER
 from rpckit.errors import Code, RpcError
 from rpckit.files import sanitize_filename
 from rpckit.http.adapter import HttpCall, checked_size
@@ -70,6 +72,9 @@ from rpckit.wellknown import checked_chunks, declared_size, file_upload
 
 __all__ = ["PlainRoute", "PlainRouter"]
 
+#: How soon (ms) an EventSource reconnects to a durable stream after losing it.
+DURABLE_RETRY_MS = 1000
+
 log = logging.getLogger("rpckit.http")
 
 Handler = Callable[..., Any]
@@ -112,6 +117,7 @@ class PlainRouter:
         # Clients send few distinct Accept values: negotiate each once (bounded).
         self._framings: dict[tuple[str | None, type[Message]], object] = {}
         self._singles: dict[str | None, Negotiated] = {}
+        self._skips: dict[tuple[int, frozenset[str]], frozenset[str]] = {}
 
     def match(self, verb: str, raw_path: str) -> tuple[PlainRoute, dict[str, str]] | None:
         """The route and path variables for a request, or None."""
@@ -154,15 +160,29 @@ class PlainRouter:
         route produces satisfies (406); the answer's media type itself is chosen by the
         responder's ``negotiate`` (remembered per Accept value)."""
         head = Head(request_metadata(headers))
-        try:
-            head.timeout = parse_timeout(headers.get("connect-timeout-ms"))
-            if method.kind is MethodKind.BIDI_STREAM:
-                raise RpcError(
-                    Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: call it over gRPC"
-                )
-        except RpcError as error:
-            head.refusal = error
+        if method.kind is MethodKind.BIDI_STREAM:
+            head.refusal = RpcError(
+                Code.UNIMPLEMENTED, f"{method.name} is a bidi stream: call it over gRPC"
+            )
+            return head
+        timeout = headers.get("connect-timeout-ms")
+        if timeout is not None:
+            try:
+                head.timeout = parse_timeout(timeout)
+            except RpcError as error:
+                head.refusal = error
         return head
+
+    def skip(self, method: MethodSpec[Any, Any]) -> frozenset[str]:
+        """The query parameters left out of ``method``'s request message (the interceptors'
+        and a durable route's own), worked out once per method."""
+        # By identity: a MethodSpec is a frozen dataclass, whose hash walks every field.
+        key = (id(method), self.runner.chain.query_parameters)
+        found = self._skips.get(key)
+        if found is None:
+            found = self.runner.chain.query_parameters | reserved_query(method)
+            _remember(self._skips, key, found)
+        return found
 
     async def serve(
         self, route: PlainRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send
@@ -184,11 +204,10 @@ class PlainRouter:
         request: Request
         if method.kind is MethodKind.CLIENT_STREAM or route.rule.body:
             plain = _PlainRequest(self.options, route, params, scope, headers, call)
-            plain.skip = self.runner.chain.query_parameters
+            plain.skip = self.skip(method)
             request = Prepared(plain.upload) if method.kind.client_streams else plain.message
         else:  # nothing to read: the request comes from the path and the query alone
-            skip = self.runner.chain.query_parameters
-            request = partial(_bound, method.input, params, scope, skip=skip)
+            request = partial(_bound, method.input, params, scope, skip=self.skip(method))
         try:
             await call.run(
                 request,
@@ -337,7 +356,10 @@ class _PlainResponder:
         ctx.mark_headers_sent()
         status = error.code.http_status
         headers = header_list(ctx.response_headers)
-        if isinstance(error, NegotiationError):
+        if isinstance(error, StreamExpired):  # 410 Gone, the earliest offset in a header
+            status = error.http_status
+            headers.extend((k.encode(), v.encode()) for k, v in error.metadata)
+        elif isinstance(error, NegotiationError):
             status = error.http_status
             if status == 415:  # what the route reads, as Connect and gRPC-Web say it
                 headers.append((b"accept-post", ", ".join(error.offered).encode()))
@@ -422,6 +444,15 @@ class _PlainResponder:
             self.content_type = "application/octet-stream"
         if self.framing is not None and self.framing.kind == "sse":
             await self.send_headers(ctx)
+            durable = ctx.response_headers.get(STREAM_HEADER)
+            if durable is not None:
+                # A durable stream's position before its first item, and a prompt reconnect:
+                # an EventSource that loses the connection before any item resumes this
+                # stream (Last-Event-ID) instead of starting another.
+                offset = ctx.response_headers.get(OFFSET_HEADER) or "0"
+                await self.body.write(
+                    f"id: {durable}:{offset}\nretry: {DURABLE_RETRY_MS}\n\n".encode()
+                )
             self.keep_alive = asyncio.ensure_future(self._keep_alive())
         return False
 

@@ -12,6 +12,11 @@ but raw has an in-band error record, so an error after the first byte is never l
 - raw bodies have no room for a record: the response is cut off without its final chunk,
   so ``fetch`` rejects and ``curl`` reports an incomplete transfer.
 
+Dioxus Fullstack's framed items (``application/stream+json``, ``+cbor``, ``+msgpack``,
+``+postcard``: each payload behind an unmasked WebSocket binary frame header) have no error
+record either, and no end-of-stream frame: an error cuts the body off like a raw one, so a
+Dioxus client sees a broken stream, never a clean end (see the section at the bottom).
+
 Requests: the same sequences, read back incrementally by ``Deframer`` classes; and a
 ``multipart/form-data`` body (what an HTML form sends) split into parts as it arrives by
 ``MultipartReader``.
@@ -36,13 +41,17 @@ from rpckit.encodings import Encoding, EncodingRegistry, from_tree
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.http.wire import error_json
 from rpckit.nesting import CborScan, too_deep
+from rpckit.postcard import supports as postcard_supports
 from rpckit.v1.stream_pb2 import Bytes, Text
 
 __all__ = [
     "ERROR_SENTINEL",
+    "FRAMED_TYPES",
     "KEEP_ALIVE",
     "PART_END",
     "Deframer",
+    "FrameDeframer",
+    "FrameError",
     "Framing",
     "MediaRange",
     "MultipartEvent",
@@ -55,11 +64,14 @@ __all__ = [
     "UnsupportedMediaType",
     "choose_media",
     "deframer_for",
+    "frame",
+    "frame_header",
     "multipart_boundary",
     "negotiate_framing",
     "negotiate_single",
     "negotiate_stream",
     "parse_accept",
+    "read_frame_header",
     "request_encoding",
     "sse_event",
     "varint",
@@ -71,6 +83,11 @@ CBOR_SEQ = "application/cbor-seq"
 MSGPACK_SEQ = "application/vnd.msgpack-seq"
 PROTO_DELIMITED = "application/x-protobuf-delimited"
 ERROR_SENTINEL = 0xFFFFFFFF
+# Dioxus Fullstack's framed item streams (the frame codec is at the bottom of the module).
+STREAM_JSON = "application/stream+json"
+STREAM_CBOR = "application/stream+cbor"
+STREAM_MSGPACK = "application/stream+msgpack"
+STREAM_POSTCARD = "application/stream+postcard"
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
@@ -116,7 +133,7 @@ class Framing:
     """A response framing: content type, one record per item, and the error record."""
 
     content_type: str
-    kind: str  # "ndjson" | "sse" | "cbor" | "msgpack" | "delimited" | "raw"
+    kind: str  # "ndjson" | "sse" | "cbor" | "msgpack" | "delimited" | "raw" | "framed+..."
     encoding: Encoding | None = None
 
     def item(self, message: Message, *, text: str | None = None) -> bytes:
@@ -132,10 +149,13 @@ class Framing:
             data = self.encoding.encode(message)
             return varint(len(data)) + data
         assert self.encoding is not None
+        if self.kind in FRAMED_KINDS:
+            return frame(self.encoding.encode(message))
         return self.encoding.encode(message)
 
     def error(self, error: RpcError) -> bytes | None:
-        """The in-band error record, or None for raw bodies (which must be cut off instead)."""
+        """The in-band error record, or None for raw and Dioxus-framed bodies (which must be
+        cut off instead)."""
         if self.kind == "ndjson":
             return json.dumps(_error_tree(error), separators=(",", ":")).encode() + b"\n"
         if self.kind == "sse":
@@ -161,9 +181,12 @@ FRAMING_TYPES = frozenset(
     {NDJSON, "application/jsonl", SSE, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED}
 )
 _ENCODING_FOR = {"ndjson": "json", "sse": "json", "cbor": "cbor", "msgpack": "msgpack",
-                 "delimited": "proto"}  # fmt: skip
+                 "delimited": "proto", "framed+json": "json", "framed+cbor": "cbor",
+                 "framed+msgpack": "msgpack", "framed+postcard": "postcard"}  # fmt: skip
 _SEQUENCE_TYPE = {"ndjson": NDJSON, "sse": SSE, "cbor": CBOR_SEQ, "msgpack": MSGPACK_SEQ,
-                  "delimited": PROTO_DELIMITED}  # fmt: skip
+                  "delimited": PROTO_DELIMITED, "framed+json": STREAM_JSON,
+                  "framed+cbor": STREAM_CBOR, "framed+msgpack": STREAM_MSGPACK,
+                  "framed+postcard": STREAM_POSTCARD}  # fmt: skip
 # Every media type that names a framing, as clients really send them, in the order a route
 # offers them. The first name of each kind is the sequence type itself; the single-message
 # names (application/json, application/msgpack...) select that kind's sequence on a stream.
@@ -176,11 +199,14 @@ _STREAM_NAMES: tuple[tuple[str, str], ...] = (
     ("application/x-msgpack", "msgpack"), ("application/vnd.msgpack", "msgpack"),
     (PROTO_DELIMITED, "delimited"), ("application/x-protobuf", "delimited"),
     ("application/protobuf", "delimited"), ("application/proto", "delimited"),
+    (STREAM_JSON, "framed+json"), (STREAM_CBOR, "framed+cbor"),
+    (STREAM_MSGPACK, "framed+msgpack"), (STREAM_POSTCARD, "framed+postcard"),
 )  # fmt: skip
 _BY_TYPE = dict(_STREAM_NAMES)
 _SEQUENCE_NAMES = frozenset(
     {NDJSON, "application/jsonl", "application/ndjson", "application/x-jsonlines", SSE,
-     CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED}
+     CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED, STREAM_JSON, STREAM_CBOR, STREAM_MSGPACK,
+     STREAM_POSTCARD}
 )  # fmt: skip
 # The single-message media types each codec is known by (the first is its own).
 _SINGLE_ALIASES = {
@@ -324,7 +350,11 @@ class UnsupportedMediaType(NegotiationError):
 
 def _stream_offers(output: type[Message], registry: EncodingRegistry) -> list[str]:
     offers = ["text/plain"] if output is Text else []
-    offers += [media for media, kind in _STREAM_NAMES if registry.get(_ENCODING_FOR[kind])]
+    offers += [
+        media
+        for media, kind in _STREAM_NAMES
+        if registry.get(_ENCODING_FOR[kind]) and _can_frame(kind, output)
+    ]
     return offers
 
 
@@ -585,7 +615,7 @@ def deframer_for(
     if kind is None or kind == "sse" or media == "application/json":
         # application/json would be one JSON value (an array?), not a sequence: refused
         # the canonical names; their aliases (application/msgpack...) are accepted too
-        accepted = [NDJSON, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED]
+        accepted = [NDJSON, CBOR_SEQ, MSGPACK_SEQ, PROTO_DELIMITED, *FRAMED_TYPES]
         raise UnsupportedMediaType(
             f"unsupported request stream type {media[:60]!r}; accepted: {', '.join(accepted)}",
             accepted,
@@ -597,6 +627,8 @@ def deframer_for(
         return _Lines(message_type, encoding, max_size)
     if kind == "delimited":
         return _Delimited(message_type, encoding, max_size)
+    if kind in FRAMED_KINDS:
+        return FrameDeframer(message_type, encoding, max_size)
     return _Objects(message_type, kind, max_size)
 
 
@@ -778,3 +810,114 @@ def _part_head(block: bytes) -> PartHead:
         # HTML forms escape only these three in a file name (WHATWG multipart/form-data).
         filename = _FORM_ESCAPES.sub(lambda m: chr(int(m.group(1), 16)), filename)
     return PartHead(values.get("name"), filename, headers.get("content-type"))
+
+
+# --- Dioxus Fullstack framed items (application/stream+json|+cbor|+msgpack|+postcard) -------
+#
+# What ``Streaming<T, E>`` of dioxus-fullstack 0.7 writes and reads: every item is an
+# unmasked WebSocket binary frame (RFC 6455 section 5.2) holding one encoded payload:
+#
+#   byte 0   0x82: FIN set, RSV1-3 clear, opcode 2 (binary)
+#   byte 1   mask bit clear; the payload length if at most 125, else 126 and the length as
+#            a 16-bit big-endian integer, or 127 and the length as a 64-bit big-endian one
+#   then     exactly that many payload bytes (JSON, CBOR, MessagePack or Postcard)
+#
+# There is no end-of-stream frame and no in-band error: a stream ends at the body's end. So
+# an error after the first byte cuts the response off (``Framing.error`` is None, as for raw
+# bodies): HTTP/1.1 loses its final chunk and HTTP/2 gets a reset, and the Dioxus client
+# sees a broken stream, never a clean end. The writer always picks the shortest length form;
+# the reader also takes a longer one (RFC 6455 asks for the shortest, nothing is ambiguous).
+
+#: The Dioxus framed stream types, in the order a route offers them.
+FRAMED_TYPES = (STREAM_JSON, STREAM_CBOR, STREAM_MSGPACK, STREAM_POSTCARD)
+FRAMED_KINDS = frozenset(_BY_TYPE[media] for media in FRAMED_TYPES)
+_FIN_BINARY = 0x82
+_U16 = 0xFFFF
+
+
+class FrameError(RpcError):
+    """A malformed frame in a framed request body (``invalid_argument``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(Code.INVALID_ARGUMENT, f"invalid frame: {reason}")
+
+
+def frame_header(length: int) -> bytes:
+    """The 2, 4 or 10 header bytes of an unmasked final binary frame of ``length`` bytes."""
+    if length < 0 or length > 0x7FFF_FFFF_FFFF_FFFF:  # RFC 6455: the 64-bit form's MSB is 0
+        raise ValueError(f"a frame cannot hold {length} bytes")
+    if length <= 125:
+        return bytes((_FIN_BINARY, length))
+    if length <= _U16:
+        return bytes((_FIN_BINARY, 126)) + length.to_bytes(2, "big")
+    return bytes((_FIN_BINARY, 127)) + length.to_bytes(8, "big")
+
+
+def frame(payload: bytes) -> bytes:
+    """One item: its frame header, then the payload."""
+    return frame_header(len(payload)) + payload
+
+
+def read_frame_header(
+    buffer: bytes | bytearray | memoryview, offset: int, max_size: int
+) -> tuple[int, int] | None:
+    """Where the payload of the frame at ``offset`` starts and how long it is; None while
+    the header is incomplete. FrameError unless it is a final, unmasked binary frame with
+    clear reserved bits; ``message_too_large`` when the length passes ``max_size``."""
+    if len(buffer) - offset < 2:
+        return None
+    first, second = buffer[offset], buffer[offset + 1]
+    if first != _FIN_BINARY:
+        if first & 0x70:
+            raise FrameError(f"reserved bits set (first byte 0x{first:02x})")
+        if first & 0x0F != 2:
+            raise FrameError(f"opcode {first & 0x0F}, not 2 (binary)")
+        raise FrameError("FIN not set: fragmented frames are not supported")
+    if second & 0x80:
+        raise FrameError("the frame is masked")
+    size = second & 0x7F
+    start = offset + 2
+    if size >= 126:
+        width = 2 if size == 126 else 8
+        if len(buffer) < start + width:
+            return None
+        size = int.from_bytes(buffer[start : start + width], "big")
+        start += width
+    if size > max_size:
+        raise message_too_large(max_size)
+    return start, size
+
+
+class FrameDeframer:
+    """A framed request body (``application/stream+*``) split into messages as it arrives:
+    at most one frame (``max_size`` bytes plus its header) is buffered."""
+
+    def __init__(self, message_type: type[Message], encoding: Encoding, max_size: int) -> None:
+        self.message_type, self.encoding, self.max_size = message_type, encoding, max_size
+        self.buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> Iterator[Message]:
+        buffer = self.buffer
+        buffer += chunk
+        start = 0
+        try:
+            while (header := read_frame_header(buffer, start, self.max_size)) is not None:
+                offset, size = header
+                if len(buffer) < offset + size:
+                    return
+                data = bytes(buffer[offset : offset + size])
+                start = offset + size
+                yield self.encoding.decode(data, self.message_type)
+        finally:
+            del buffer[:start]
+
+    def close(self) -> None:
+        if self.buffer:
+            raise FrameError("the request ended inside a frame")
+
+
+def _can_frame(kind: str, output: type[Message]) -> bool:
+    """False for Postcard framing of an output type Postcard cannot carry (``Any``...)."""
+    if kind != "framed+postcard" or output is Message:
+        return True
+    return postcard_supports(output)

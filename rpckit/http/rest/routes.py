@@ -36,8 +36,15 @@ __all__ = [
     "PathTemplate",
     "bind_request",
     "decode_body",
+    "decode_response_body",
+    "default_rule",
+    "encode_request_body",
     "encode_response_body",
+    "expand_path",
+    "query_params",
     "response_item",
+    "stream_item_type",
+    "stream_response",
     "validate_rules",
 ]
 
@@ -667,3 +674,209 @@ def validate_rules(methods: Iterable[MethodSpec[Any, Any]]) -> None:
             if other is not None:
                 raise ValueError(f"route {verb} {rule.path} is declared by both {other} and {name}")
             seen[key] = name
+
+
+# --- the reverse direction: a request message to a path, a query and a body (clients) ----
+#
+# What a client does with a rule, the inverse of ``bind_request``: every value is written in
+# the form ``_convert`` and ``_set_well_known`` read back (well-known types in their JSON
+# string forms), so a request sent this way binds to the message it came from.
+
+
+def default_rule(method: MethodSpec[Any, Any]) -> HttpRule:
+    """The rule a client uses for ``method``: its first ``google.api.http`` binding, or
+    ``POST /<package>.<Service>/<Method>`` with body ``*`` when it declares none."""
+    if method.http:
+        return method.http[0]
+    return HttpRule("POST", method.path, body="*")
+
+
+def _scalar_text(field: Any, value: Any) -> str:
+    """A scalar field's value as URL text, as ``_convert`` reads it."""
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return "true" if value else "false"
+    if kind in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(float(value))
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return base64.urlsafe_b64encode(value).decode().rstrip("=")
+    if kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+        known = field.enum_type.values_by_number.get(value)
+        return known.name if known is not None else str(value)
+    return str(value)
+
+
+def _well_known_text(message: Message) -> str:
+    """A Timestamp, Duration, FieldMask or wrapper in its JSON-mapping string form."""
+    full_name = message.DESCRIPTOR.full_name
+    if full_name in (_TIMESTAMP, _DURATION):
+        text: str = message.ToJsonString()  # type: ignore[attr-defined]
+        return text
+    if full_name == _FIELD_MASK:
+        return ",".join(message.paths)  # type: ignore[attr-defined]
+    field = message.DESCRIPTOR.fields_by_name["value"]
+    return _scalar_text(field, getattr(message, "value"))  # noqa: B009  # any wrapper
+
+
+def _field_text(holder: Message, field: Any) -> str:
+    value = getattr(holder, field.name)
+    if field.message_type is not None:
+        return _well_known_text(value)
+    return _scalar_text(field, value)
+
+
+def _template_items(template: str) -> list[tuple[str, str] | str]:
+    """The segments of a path template: literal text, or (field path, its own segments)."""
+    items: list[tuple[str, str] | str] = []
+    *segments, last = _split(template[1:], "/") if template != "/" else ["", ""]
+    last, *verbs = _split(last, ":")
+    for segment in [*segments, last]:
+        if segment.startswith("{") and segment.endswith("}"):
+            name, _, inner = segment[1:-1].partition("=")
+            items.append((name, inner or "*"))
+        else:
+            items.append(segment)
+    if verbs:
+        items.append(":" + ":".join(verbs))
+    return items
+
+
+def _lookup(message: Message, path: str) -> tuple[Message, Any]:
+    """The message holding the (dotted, proto or JSON names) field ``path``, and the field."""
+    holder = message
+    parts = path.split(".")
+    for part in parts[:-1]:
+        field = _field(holder.DESCRIPTOR, part)
+        if field is None:
+            raise RpcError(Code.INVALID_ARGUMENT, f"path variable {path!r}: no field {part!r}")
+        holder = getattr(holder, field.name)
+    field = _field(holder.DESCRIPTOR, parts[-1])
+    if field is None:
+        raise RpcError(Code.INVALID_ARGUMENT, f"path variable {path!r}: no such field")
+    return holder, field
+
+
+def expand_path(template: str, request: Message) -> tuple[str, frozenset[str]]:
+    """The request path ``template`` gives for ``request``, and the field paths it binds.
+
+    A single-segment variable is fully percent-encoded (``/`` too); a multi-segment one
+    keeps its slashes. The result must match the template again (``{name=shelves/*}``
+    needs a name like ``shelves/s1``): a value that does not fit is ``invalid_argument``.
+    """
+    path = ""
+    bound: set[str] = set()
+    for item in _template_items(template):
+        if isinstance(item, str):
+            if item.startswith(":"):
+                path += quote(item, safe=_LITERAL_SAFE)
+            else:
+                path += "/" + quote(item, safe=_LITERAL_SAFE + "*")
+            continue
+        name, segments = item
+        holder, field = _lookup(request, name)
+        value = _field_text(holder, field)
+        multi = "/" in segments or segments == "**"
+        path += "/" + quote(value, safe="/" + _LITERAL_SAFE if multi else _LITERAL_SAFE)
+        bound.add(name)
+    compiled = PathTemplate.compile(template)
+    if compiled.match(path) is None:
+        fields = ", ".join(f"{name}={_field_text(*_lookup(request, name))!r}" for name in bound)
+        raise RpcError(
+            Code.INVALID_ARGUMENT, f"{fields} does not fit the route template {template}"
+        )
+    return path or "/", frozenset(bound)
+
+
+def _present(message: Message, field: Any) -> bool:
+    if field.is_repeated:
+        return len(getattr(message, field.name)) > 0
+    if field.has_presence:
+        return message.HasField(field.name)
+    return bool(getattr(message, field.name))
+
+
+def _query_pairs(message: Message, prefix: str, skip: frozenset[str]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    fields: list[Any] = list(message.DESCRIPTOR.fields)
+    for field in fields:
+        key = prefix + field.json_name
+        if prefix + field.name in skip or key in skip or not _present(message, field):
+            continue
+        if _is_map(field):
+            raise RpcError(Code.INVALID_ARGUMENT, f"{key}: a map field cannot be sent in a URL")
+        value = getattr(message, field.name)
+        message_type = field.message_type
+        if message_type is not None and message_type.full_name not in STRING_FORM_TYPES:
+            if field.is_repeated:
+                raise RpcError(
+                    Code.INVALID_ARGUMENT, f"{key}: repeated messages cannot be sent in a URL"
+                )
+            pairs += _query_pairs(value, key + ".", skip)
+        elif field.is_repeated:
+            for item in value:
+                text = _well_known_text(item) if message_type else _scalar_text(field, item)
+                pairs.append((key, text))
+        else:
+            pairs.append((key, _field_text(message, field)))
+    return pairs
+
+
+def query_params(request: Message, rule: HttpRule, bound: frozenset[str]) -> list[tuple[str, str]]:
+    """The query parameters of ``request`` under ``rule``: every set field neither the path
+    (``bound``) nor the body carries, repeated fields as repeated keys, nested messages as
+    dotted names, well-known types in their string forms. A map field, or a repeated
+    message, cannot be written in a URL: ``invalid_argument``."""
+    if rule.body == "*":
+        return []
+    skip = set(bound)
+    if rule.body:
+        field = _top_field(request.DESCRIPTOR, rule.body)
+        if field is not None:
+            skip |= {field.name, field.json_name}
+    return _query_pairs(request, "", frozenset(skip))
+
+
+def encode_request_body(request: Message, rule: HttpRule, encoding: Encoding) -> bytes | None:
+    """The HTTP body of ``request`` under ``rule`` (None when the rule has no body): the
+    whole message for ``*``, else the named field, as ``encode_response_body`` writes one."""
+    if not rule.body:
+        return None
+    return encode_response_body(request, "" if rule.body == "*" else rule.body, encoding)
+
+
+def decode_response_body(
+    data: bytes, encoding: Encoding, message_type: type[M], response_body: str
+) -> M:
+    """A unary answer's message from its body under ``response_body`` (the inverse of
+    ``encode_response_body``); a malformed body is the server's fault (``internal``)."""
+    try:
+        return decode_body(data, encoding, message_type, response_body or "*")
+    except RpcError as error:
+        raise RpcError(Code.INTERNAL, f"malformed response: {error.message}") from None
+
+
+def stream_item_type(message_type: type[Message], response_body: str) -> type[Message]:
+    """What one record of a stream decodes to under ``response_body``: the named message
+    field's type, or the whole response."""
+    if not response_body:
+        return message_type
+    field = _top_field(message_type.DESCRIPTOR, response_body)
+    if field is None or field.message_type is None or field.is_repeated:
+        return message_type
+    concrete: type[Message] = getattr(message_type(), field.name).__class__
+    return concrete
+
+
+def stream_response(message_type: type[M], response_body: str, item: Message) -> M:
+    """The response one stream record stands for (the inverse of ``response_item``)."""
+    if isinstance(item, message_type):
+        return item
+    response = message_type()
+    field = _top_field(response.DESCRIPTOR, response_body)
+    assert field is not None
+    getattr(response, field.name).CopyFrom(item)
+    return response

@@ -124,7 +124,8 @@ class WebSocketEndpoint:
     ) -> tuple[RpcError | None, str | None]:
         """The head step of the handshake (no I/O): the refusal of an origin not allowed or of
         sub-protocols that name no encoding of the bridge, else the chosen sub-protocol."""
-        if not origin_allowed(origin, host, self.origins, self.origin_regex):
+        scheme = str(scope.get("scheme", "ws"))
+        if not origin_allowed(origin, host, self.origins, self.origin_regex, scheme):
             return RpcError(Code.PERMISSION_DENIED, "origin not allowed"), None
         offered = scope.get("subprotocols") or []
         chosen = choose_subprotocol(offered, self.options.encodings.names())

@@ -14,6 +14,7 @@ text frames carry JSON control objects with a ``type``:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -209,13 +210,64 @@ def origin_allowed(
     host: str | None,
     origins: Sequence[str],
     origin_regex: str | None,
+    scheme: str = "ws",
 ) -> bool:
-    """Whether a WebSocket from ``origin`` may connect: no Origin (not a browser), the
-    bridge's own origin, or one the CORS settings allow."""
+    """Whether a WebSocket from ``origin`` may connect: no Origin (not a browser), one the CORS
+    settings allow (``--cors-origin``: exact origins or ``*``; ``origin_regex``), or the
+    server's own origin when its Host names it by address or ``localhost``.
+
+    The Host header cannot vouch for a name: a DNS-rebinding page (``http://evil.example``
+    resolved to this server) sends ``Host: evil.example`` and ``Origin: http://evil.example``
+    alike. Only an IP literal or ``localhost`` (which browsers never resolve through DNS) in
+    both, with the same port and the scheme of the connection (``ws`` for ``http``, ``wss``
+    for ``https``), makes a page the server's own; any other page must be allowed by name.
+    """
     if origin is None:
         return True
-    if host is not None and urlsplit(origin).netloc.lower() == host.lower():
+    if "*" in origins or _normal_origin(origin) in {_normal_origin(o) for o in origins}:
         return True
-    if "*" in origins or origin in origins:
+    if origin_regex is not None and re.fullmatch(origin_regex, origin) is not None:
         return True
-    return origin_regex is not None and re.fullmatch(origin_regex, origin) is not None
+    return host is not None and _own_origin(origin, host, scheme)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _normal_origin(origin: str) -> str:
+    """``scheme://host:port`` lower-cased, the scheme's default port written out."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+    except ValueError:
+        return origin
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _own_origin(origin: str, host: str, scheme: str) -> bool:
+    web = "https" if scheme in ("wss", "https") else "http"
+    try:
+        parts = urlsplit(origin.strip())
+        served = urlsplit(f"{web}://{host.strip()}")
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+        host_port = served.port or _DEFAULT_PORTS[web]
+    except ValueError:
+        return False
+    name = (parts.hostname or "").lower()
+    return (
+        parts.scheme.lower() == web
+        and name == (served.hostname or "").lower()
+        and origin_port == host_port
+        and _not_rebindable(name)
+    )
+
+
+def _not_rebindable(name: str) -> bool:
+    """An IP literal or ``localhost``: names no DNS answer can point elsewhere."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

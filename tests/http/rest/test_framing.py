@@ -211,6 +211,9 @@ def test_negotiate_stream_not_acceptable_lists_offers(accept: str) -> None:
     assert error.offered == (
         "application/x-ndjson", "text/event-stream", "application/cbor-seq",
         "application/vnd.msgpack-seq", "application/x-protobuf-delimited",
+        # Dioxus' framed item types, after rpckit's own
+        "application/stream+json", "application/stream+cbor", "application/stream+msgpack",
+        "application/stream+postcard",
     )  # fmt: skip
     assert error.message.endswith("this route offers: " + ", ".join(error.offered))
     assert "\n" not in error.message
@@ -221,7 +224,9 @@ def test_negotiate_stream_offers_only_registered_encodings() -> None:
     registry.register(JsonEncoding())
     with pytest.raises(NotAcceptable) as caught:
         negotiate_stream("application/msgpack", Dog, registry)
-    assert caught.value.offered == ("application/x-ndjson", "text/event-stream")
+    assert caught.value.offered == (
+        "application/x-ndjson", "text/event-stream", "application/stream+json",
+    )  # fmt: skip
 
 
 def test_negotiate_stream_text_and_raw_outputs() -> None:
@@ -263,6 +268,7 @@ def test_negotiate_single_not_acceptable() -> None:
     assert caught.value.http_status == 406
     assert caught.value.offered == (
         "application/json", "application/proto", "application/cbor", "application/msgpack",
+        "application/postcard",
     )  # fmt: skip
 
 

@@ -91,12 +91,28 @@ def test_server_frames_round_trip() -> None:
 
 def test_origins() -> None:
     assert origin_allowed(None, "a:1", (), None)  # not a browser
-    assert origin_allowed("http://a:1", "a:1", (), None)  # same origin
+    assert origin_allowed("http://127.0.0.1:1", "127.0.0.1:1", (), None)  # same origin
+    assert origin_allowed("http://localhost:1", "localhost:1", (), None)
+    assert origin_allowed("https://[::1]", "[::1]:443", (), None, "wss")
     assert not origin_allowed("http://evil.example", "a:1", (), None)
     assert origin_allowed("http://ok.example", "a:1", ["http://ok.example"], None)
     assert origin_allowed("http://x.example", "a:1", ["*"], None)
     assert origin_allowed("https://b.ok.example", "a:1", (), r"https://.*\.ok\.example")
     assert not origin_allowed("https://ok.example.evil", "a:1", (), r"https://.*\.ok\.example")
+    assert origin_allowed("HTTPS://OK.example:443", "a:1", ["https://ok.example"], None)
+
+
+def test_origin_check_does_not_trust_the_host_header() -> None:
+    """Hardening 2, item 5: a DNS-rebinding page (its own name resolved to the server) sends
+    a Host equal to its Origin; only address or localhost origins count as the server's own,
+    with the connection's scheme and the same port."""
+    assert not origin_allowed("http://evil.example:8080", "evil.example:8080", (), None)
+    assert not origin_allowed("http://a:1", "a:1", (), None)
+    assert not origin_allowed("https://127.0.0.1:1", "127.0.0.1:1", (), None, "ws")  # scheme
+    assert not origin_allowed("http://127.0.0.1:1", "127.0.0.1:1", (), None, "wss")
+    assert not origin_allowed("http://127.0.0.1:2", "127.0.0.1:1", (), None)  # port
+    assert not origin_allowed("http://127.0.0.1", "127.0.0.1:8080", (), None)
+    assert origin_allowed("http://app.example", "app.example", ["http://app.example"], None)
 
 
 @pytest.mark.parametrize("depth", [101, 3000, 20_000])
