@@ -336,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.h2c and args.server != "granian":
+        parser.error("--h2c needs --server granian (uvicorn speaks HTTP/1.1 only)")
     if args.durable_path is not None:
         if not args.http:
             parser.error("--durable-path needs --http")
@@ -399,6 +401,13 @@ def _add_production_flags(srv: argparse.ArgumentParser) -> None:
     )
     srv.add_argument(
         "--server", choices=("uvicorn", "granian"), default="uvicorn", help="HTTP server"
+    )
+    srv.add_argument(
+        "--h2c",
+        action="store_true",
+        help="granian: also serve HTTP/2 without TLS (prior knowledge), as buf curl and gRPC "
+        "tools expect for bidi streams; a connection's first bytes then wait without "
+        "--header-timeout (over TLS, ALPN offers HTTP/2 anyway)",
     )
     srv.add_argument(
         "--drain-delay",

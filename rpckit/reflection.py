@@ -1,11 +1,10 @@
 """gRPC server reflection on both transports, and a reflection client for any transport.
 
-The bridge serves ``grpc.reflection.v1.ServerReflection`` and ``...v1alpha...`` over Connect
-so that ``rpckit call http://...`` needs no local protos. HTTP/1.1 has no bidi streams, so
-the bridge answers one request per call (a half-duplex stream); the client asks one
-question per call on every transport, which any gRPC reflection server also answers.
-
-The gRPC server serves the same answers as a bidi stream (the protocol's shape). On both
+The gRPC server and the bridge (Connect, gRPC-Web, WebSocket) serve
+``grpc.reflection.v1.ServerReflection`` and ``...v1alpha...`` as the same bidi stream, each
+request answered as it arrives, so ``rpckit call`` and ``buf curl --reflect`` need no local
+protos on either port. rpckit's own client asks one question per call (a bidi stream of one
+request), which any gRPC reflection server answers, and which HTTP/1.1 carries. On both
 transports reflection is an ordinary rpckit service run by the call runner, so the
 server's interceptors see it like any method: an auth interceptor that guards every
 method keeps a protected server from listing its schema to strangers, on gRPC as on HTTP
@@ -14,6 +13,7 @@ method keeps a protected server from listing its schema to strangers, on gRPC as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -27,10 +27,8 @@ from rpckit.service import MethodKind, MethodSpec, Service, ServiceSpec
 
 __all__ = [
     "SERVICE_NAMES",
-    "GrpcReflection",
     "ReflectionService",
     "answer",
-    "grpc_reflection_services",
     "reflection_services",
     "reflection_spec",
 ]  # fmt: skip
@@ -67,8 +65,12 @@ def answer(
                 list_services_response=pb.ListServiceResponse(service=listed),
             )
         if kind == "file_by_filename":
+            if request.file_by_filename == _V1_FILE:
+                return _file_list(request, [_v1_file()])
             return _files(request, pool.FindFileByName(request.file_by_filename))
         if kind == "file_containing_symbol":
+            if request.file_containing_symbol.startswith(_V1_PACKAGE):
+                return _file_list(request, [_v1_file()])
             return _files(request, pool.FindFileContainingSymbol(request.file_containing_symbol))
         if kind == "file_containing_extension":
             ask = request.file_containing_extension
@@ -112,20 +114,51 @@ def _files(request: pb.ServerReflectionRequest, root: FileDescriptor) -> Any:
         proto = descriptor_pb2.FileDescriptorProto()
         descriptor.CopyToProto(proto)
         protos.append(proto.SerializeToString())
+    return _file_list(request, protos)
+
+
+def _file_list(request: pb.ServerReflectionRequest, protos: Sequence[bytes]) -> Any:
     return pb.ServerReflectionResponse(
         original_request=request,
         file_descriptor_response=pb.FileDescriptorResponse(file_descriptor_proto=protos),
     )
 
 
-class ReflectionService(Service):
-    """Reflection as an ordinary rpckit service, so the bridge serves it over Connect.
+_V1_PACKAGE = "grpc.reflection.v1."
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
 
-    Declared server-streaming: one request in, its answer out (half-duplex over HTTP/1.1).
-    """
+
+@functools.cache
+def _v1_file() -> bytes:
+    """The v1 reflection file, which no PyPI package ships (grpcio-reflection has v1alpha
+    only): v1alpha's descriptor under v1's file and package names, the messages being the
+    same on the wire. Served, never added to a pool, so it cannot clash with a real one."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(proto)
+    alpha = proto.package
+    proto.name = _V1_FILE
+    proto.package = _V1_PACKAGE.rstrip(".")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(f".{alpha}.", f".{proto.package}.")
+            method.output_type = method.output_type.replace(f".{alpha}.", f".{proto.package}.")
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name:
+                field.type_name = field.type_name.replace(f".{alpha}.", f".{proto.package}.")
+    proto.ClearField("options")
+    return proto.SerializeToString()
+
+
+class ReflectionService(Service):
+    """Reflection as an ordinary rpckit service, on gRPC and on the bridge alike: a bidi
+    stream answering each request as it arrives (the protocol's shape). On the bridge that
+    lets ``buf curl --reflect`` work on the HTTP port (over HTTP/2, and over HTTP/1.1 for a
+    client that reads while it writes); a one-question call (``rpckit call``) is a bidi
+    stream of one request."""
 
     __rpckit_spec__ = ServiceSpec(
-        SERVICE_NAMES[1], (reflection_spec(SERVICE_NAMES[1], MethodKind.SERVER_STREAM),)
+        SERVICE_NAMES[1], (reflection_spec(SERVICE_NAMES[1], MethodKind.BIDI_STREAM),)
     )
 
     def __init__(self, services: Iterable[str], pool: descriptor_pool.DescriptorPool | None = None):
@@ -133,32 +166,6 @@ class ReflectionService(Service):
         self.pool = pool or descriptor_pool.Default()
 
     async def server_reflection_info(
-        self, request: pb.ServerReflectionRequest, ctx: Context
-    ) -> AsyncIterator[pb.ServerReflectionResponse]:
-        """Answer the one request of this call."""
-        yield answer(request, self.names, self.pool)
-
-
-class _ReflectionV1(ReflectionService):
-    __rpckit_spec__ = ServiceSpec(
-        SERVICE_NAMES[0], (reflection_spec(SERVICE_NAMES[0], MethodKind.SERVER_STREAM),)
-    )
-
-
-def reflection_services(services: Sequence[Service]) -> list[Service]:
-    """The v1 and v1alpha reflection services describing ``services`` (for the bridge)."""
-    names = [s.spec().name for s in services]
-    return [_ReflectionV1(names), ReflectionService(names)]
-
-
-class GrpcReflection(ReflectionService):
-    """Reflection for the gRPC server: a bidi stream answering each request in turn."""
-
-    __rpckit_spec__ = ServiceSpec(
-        SERVICE_NAMES[1], (reflection_spec(SERVICE_NAMES[1], MethodKind.BIDI_STREAM),)
-    )
-
-    async def server_reflection_info(  # bidi: a stream of requests in
         self, requests: AsyncIterator[pb.ServerReflectionRequest], ctx: Context
     ) -> AsyncIterator[pb.ServerReflectionResponse]:
         """Answer every request of the stream, in order."""
@@ -166,13 +173,13 @@ class GrpcReflection(ReflectionService):
             yield answer(request, self.names, self.pool)
 
 
-class _GrpcReflectionV1(GrpcReflection):
+class _ReflectionV1(ReflectionService):
     __rpckit_spec__ = ServiceSpec(
         SERVICE_NAMES[0], (reflection_spec(SERVICE_NAMES[0], MethodKind.BIDI_STREAM),)
     )
 
 
-def grpc_reflection_services(names: Sequence[str]) -> list[Service]:
-    """The v1 and v1alpha reflection services of a gRPC server serving ``names`` (its
-    services, health included; reflection lists itself)."""
-    return [_GrpcReflectionV1(names), GrpcReflection(names)]
+def reflection_services(names: Sequence[str]) -> list[Service]:
+    """The v1 and v1alpha reflection services of a server serving the services ``names``
+    (reflection lists itself)."""
+    return [_ReflectionV1(names), ReflectionService(names)]

@@ -361,12 +361,12 @@ class GrpcServer:
         if self.reflection:
             # rpckit's own reflection services, run by the call runner like any method, so
             # that the interceptors guard reflection here exactly as on the HTTP bridge.
-            from rpckit.reflection import grpc_reflection_services
+            from rpckit.reflection import reflection_services
 
             server.add_generic_rpc_handlers(
                 [
                     generic_handler(s, self.runner, max_message_size=self.max_message_size)
-                    for s in grpc_reflection_services(names)
+                    for s in reflection_services(names)
                 ]
             )
         try:

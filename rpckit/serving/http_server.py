@@ -269,9 +269,12 @@ class GranianServer:
         lifecycle: Lifecycle | None = None,
         timeouts: HttpTimeouts | None = None,
         limits: ConnectionLimits | None = None,
+        h2c: bool = False,
     ) -> None:
         #: How this server drives the bridge it serves (None: a plain ASGI app).
         self.lifecycle = _lifecycle(app, lifecycle)
+        #: HTTP/2 without TLS beside HTTP/1.1 (``--h2c``).
+        self.h2c = h2c
         #: Header, idle and body-progress timeouts (``rpckit.serving.guard``).
         self.timeouts = timeouts if timeouts is not None else HttpTimeouts()
         #: Listen backlog and connection limit (granian's ``backlog`` and ``backpressure``).
@@ -308,12 +311,12 @@ class GranianServer:
             # connections at a time: the 129th waits, unanswered, until one of them ends.
             backlog=self.limits.backlog,
             backpressure=self.limits.granian_connections(),
-            # Plain TCP: HTTP/1.1 only. With HTTP/2 possible, hyper-util first reads the
-            # client's first bytes to tell the versions apart, with no time limit, and only
-            # then starts the HTTP/1 connection whose header timeout would close it: a
-            # connection that never sent a byte stayed open for good. (Browsers speak HTTP/2
-            # only over TLS, where ALPN decides the version.)
-            http=HTTPModes.http1 if tls is None else HTTPModes.auto,
+            # Plain TCP: HTTP/1.1 only unless --h2c. With HTTP/2 possible, hyper-util first
+            # reads the client's first bytes to tell the versions apart, with no time limit,
+            # and only then starts the HTTP/1 connection whose header timeout would close
+            # it: a connection that never sent a byte stayed open for good. (Browsers speak
+            # HTTP/2 only over TLS, where ALPN decides the version.)
+            http=HTTPModes.auto if tls is not None or self.h2c else HTTPModes.http1,
             # hyper's header read timeout also bounds idle keep-alive connections (it runs
             # from the connection's start, or the end of one response, to the next complete
             # request head).
@@ -388,12 +391,14 @@ def create_http_server(
     lifecycle: Lifecycle | None = None,
     timeouts: HttpTimeouts | None = None,
     limits: ConnectionLimits | None = None,
+    h2c: bool = False,
 ) -> HttpServer | GranianServer:
-    """The HTTP server ``kind`` for ``app`` (granian always shares its port)."""
+    """The HTTP server ``kind`` for ``app`` (granian always shares its port; ``h2c`` is
+    granian's alone)."""
     if kind == "granian":
         return GranianServer(
             app, grace=grace, log_level=log_level, tls=tls, lifecycle=lifecycle,
-            timeouts=timeouts, limits=limits,
+            timeouts=timeouts, limits=limits, h2c=h2c,
         )  # fmt: skip
     return HttpServer(
         app, grace=grace, log_level=log_level, reuse_port=reuse_port, tls=tls, lifecycle=lifecycle,

@@ -136,6 +136,9 @@ class ServeOptions:
     separate_grpc: bool = False
     #: The HTTP server.
     server: ServerKind = "uvicorn"
+    #: granian: HTTP/2 without TLS (prior knowledge) beside HTTP/1.1. Off by default: with
+    #: both versions possible granian reads a connection's first bytes with no time limit.
+    h2c: bool = False
     #: Bytes of a gRPC call's request stream the server takes ahead of its handler (its
     #: HTTP/2 stream window, BDP probing off); 0: grpc core's adaptive windows, unbounded.
     grpc_window: int = DEFAULT_GRPC_STREAM_WINDOW
@@ -222,6 +225,7 @@ SERVE_FLAGS: Mapping[str, str] = {
     "--workers": "workers",
     "--separate-grpc": "separate_grpc",
     "--server": "server",
+    "--h2c": "h2c",
     "--grpc-window": "grpc_window",
     "--reflection": "reflection",
     "--max-message-size": "bridge.max_message_size",

@@ -138,7 +138,7 @@ async def serve_process(
 
         served = list(services)
         if options.reflection:  # reflection over Connect and gRPC-Web too
-            served += reflection_services(services)
+            served += reflection_services([s.spec().name for s in services])
         bridge = create_app(
             served,
             options=options.bridge,
@@ -182,6 +182,7 @@ async def serve_process(
             lifecycle=bridge.lifecycle,  # the front may wrap the bridge: given, not looked for
             timeouts=options.timeouts,
             limits=options.limits,
+            h2c=options.h2c,
         )
     try:
         ports: Ports = {}

@@ -160,10 +160,6 @@ async def test_every_method_over_connect(served: list[dict[str, Any]]) -> None:
                     url, content=_envelope(b""),
                     headers={"content-type": "application/connect+proto"},
                 )  # fmt: skip
-                if method["kind"] == "bidi_stream":  # Connect over HTTP/1.1 has no bidi
-                    expected = (
-                        f"{method['name']} is a bidi stream: it needs HTTP/2; call it over gRPC"
-                    )
                 got = (response.status_code, _end_of_stream(response.content).get("error"))
                 want = (200, {"code": "unimplemented", "message": expected})
             if got != want:

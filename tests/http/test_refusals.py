@@ -82,8 +82,6 @@ HTTP_ROWS = [
     Row("unknown compression, stream", "connect", "POST", "/JsonStream",
         {**CONNECT_STREAM, "connect-content-encoding": "nope"}, 200, Code.UNIMPLEMENTED,
         in_band="end"),
-    Row("bidi over HTTP/1.1", "connect", "POST", "/Chat", CONNECT_STREAM, 200,
-        Code.UNIMPLEMENTED, in_band="end"),
     Row("oversized answer", "connect", "POST", "/GetDog", PROTO, 429, Code.RESOURCE_EXHAUSTED,
         body=b"\x08\x01"),
     Row("unknown method", "connect", "POST", "/Nope", PROTO, 404, Code.UNIMPLEMENTED),
@@ -95,8 +93,6 @@ HTTP_ROWS = [
         Code.INVALID_ARGUMENT, in_band="trailer"),
     Row("unknown compression", "grpc-web", "POST", "/GetDog",
         {**GRPC_WEB, "grpc-encoding": "nope"}, 200, Code.UNIMPLEMENTED, in_band="trailer"),
-    Row("bidi over HTTP/1.1", "grpc-web", "POST", "/Chat", GRPC_WEB, 200, Code.UNIMPLEMENTED,
-        in_band="trailer"),
     Row("unknown method", "grpc-web", "POST", "/Nope", GRPC_WEB, 404, Code.UNIMPLEMENTED),
     # Plain routes (REST)
     Row("406 stream", "plain", "GET", "/api/json_stream", {"accept": "image/png"}, 406,

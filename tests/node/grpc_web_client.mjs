@@ -5,7 +5,7 @@
 //
 // Calls GetDog (found; not_found with an ErrorInfo detail), TextStream (5 items, then abort),
 // JsonStream (ten dogs), UploadAsByteStream (1 MiB in 64 KiB chunks: a client stream) and
-// TextStream with a 300 ms deadline, and prints one JSON object with what it saw. The Python
+// TextStream with a 300 ms deadline, Chat (bidi: answered as its request arrives), and prints one JSON object with what it saw. The Python
 // test checks the values; this script only fails on errors it did not expect at all.
 
 import { createHash } from "node:crypto";
@@ -121,11 +121,11 @@ async function main() {
         for await (const m of client.chat((async function* () { yield { text: "x" }; })(), {
           timeoutMs: CALL_TIMEOUT_MS,
         })) {
-          return m;
+          return m.text;
         }
       })(),
     )
-  ).error ?? null;
+  );
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 

@@ -30,6 +30,7 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "--workers": (["--workers", "3"], 3),
     "--separate-grpc": (["--separate-grpc"], True),
     "--server": (["--server", "granian"], "granian"),
+    "--h2c": (["--h2c"], True),
     "--max-message-size": (["--max-message-size", "1000"], 1000),
     "--compress-min-bytes": (["--compress-min-bytes", "0"], 0),
     "--require-connect-version": (["--require-connect-version"], True),

@@ -1,9 +1,11 @@
-"""Serves one RPC by the Connect protocol over HTTP/1.1: an adapter on the call runner.
+"""Serves one RPC by the Connect protocol: an adapter on the call runner.
 
 Unary calls take POST (and GET for ``NO_SIDE_EFFECTS`` methods); streams use 5-byte
 envelopes and end with an end-of-stream message carrying the status and trailers.
-Bidi streaming needs HTTP/2 and is answered with ``unimplemented``. The wire rules live in
-``rpckit.http.connect.protocol``; the call's lifecycle in ``rpckit.call``.
+A bidi stream's answers go out as its requests arrive: full duplex over HTTP/2
+(granian), and over HTTP/1.1 for a client that reads while it writes (``buf curl``, Go).
+The wire rules live in ``rpckit.http.connect.protocol``; the call's lifecycle in
+``rpckit.call``.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class ConnectEndpoint:
             encoding_header="connect-content-encoding",
         )
         try:
-            if self.method.kind is MethodKind.CLIENT_STREAM:
+            if self.method.kind.client_streams:  # client streams and bidi
                 await call.run(requests, responder, watch=False)
             else:
                 await call.run(partial(call.one, requests), responder)

@@ -58,8 +58,8 @@ def parse_head(
     ``encoding``) that is no codec of the bridge for the call's shape (415, ``Accept-Post``).
     Refused as the call would end (``refusal`` set, the codec known): a protocol version
     other than 1 (or none, with ``require_version``), a malformed timeout, GET's
-    ``connect`` other than ``v1``, an unknown compression, a bidi stream (HTTP/1.1 cannot
-    carry it). ``query`` is GET's parsed query string (empty for POST).
+    ``connect`` other than ``v1``, an unknown compression. ``query`` is GET's parsed query
+    string (empty for POST).
     """
     metadata = request_metadata(headers)
     unary = method.kind is MethodKind.UNARY
@@ -111,11 +111,6 @@ def parse_head(
         if verb == "GET" and query.get("connect", "v1") != "v1":
             raise RpcError(Code.INVALID_ARGUMENT, f"unsupported connect={query['connect']}")
         head.compression = compression_named(encoding, compressions)
-        if method.kind is MethodKind.BIDI_STREAM:
-            raise RpcError(
-                Code.UNIMPLEMENTED,
-                f"{method.name} is a bidi stream: it needs HTTP/2; call it over gRPC",
-            )
     except RpcError as error:
         head.refusal = error
     return head

@@ -1,8 +1,9 @@
-"""Serves one RPC by the gRPC-Web protocol over HTTP/1.1: an adapter on the call runner.
+"""Serves one RPC by the gRPC-Web protocol: an adapter on the call runner.
 
-Unary, server-streaming and client-streaming calls (a client stream is one request body of
-frames: fine for Node and other non-browser clients). Bidi needs HTTP/2 (or the WebSocket
-transport) and is answered with ``unimplemented``. The response is always HTTP 200 with the
+Every call shape: a client stream is one request body of frames (fine for Node and other
+non-browser clients); a bidi stream's answers go out as its requests arrive, full duplex
+over HTTP/2 (granian) and over HTTP/1.1 for a client that reads while it writes (browsers
+cannot: they use the WebSocket transport). The response is always HTTP 200 with the
 status in the trailer frame. The wire rules live in ``rpckit.http.grpc_web.protocol``.
 """
 

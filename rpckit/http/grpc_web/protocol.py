@@ -30,7 +30,7 @@ from rpckit.http.wire import (
     envelope,
 )
 from rpckit.metadata import Metadata, decode_bin
-from rpckit.service import MethodKind, MethodSpec
+from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, details_from_status
 
 __all__ = [
@@ -103,7 +103,7 @@ def parse_head(
     that is no gRPC-Web type of a codec of the bridge (415 as gRPC's HTTP/2 spec asks, with
     the code in ``grpc-status`` for clients that read a trailers-only answer, and
     ``Accept-Post``), a verb other than POST (405). Refused as the call would end (a trailer
-    frame): a malformed ``grpc-timeout``, an unknown ``grpc-encoding``, a bidi stream.
+    frame): a malformed ``grpc-timeout``, an unknown ``grpc-encoding``.
     """
     metadata = request_metadata(headers)
     content_type = headers.get("content-type")
@@ -134,12 +134,6 @@ def parse_head(
     try:
         head.timeout = parse_grpc_timeout(headers.get("grpc-timeout"))
         head.compression = compression_named(encoding, compressions, "grpc-encoding")
-        if method.kind is MethodKind.BIDI_STREAM:
-            raise RpcError(
-                Code.UNIMPLEMENTED,
-                f"{method.name} is a bidi stream: gRPC-Web over HTTP/1.1 cannot carry "
-                "it; call it over gRPC or the WebSocket transport",
-            )
     except RpcError as error:
         head.refusal = error
     return kind, head
