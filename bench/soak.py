@@ -1,12 +1,16 @@
 """Soak test: a mix of calls against ``rpckit serve`` of the example for a fixed time.
 
-    python bench/soak.py [--seconds 60] [--server uvicorn|granian] [--concurrency 32]
+    python bench/soak.py [--seconds 600] [--server uvicorn|granian] [--concurrency 32]
+                         [--sample-every 60]
 
-Runs outside the normal CI run. The mix, on both transports: unary (plain GET and gRPC),
-NDJSON server streams read to the end, streams aborted after their first item, file
-uploads (64 KiB), and uploads aborted halfway. Reports calls per second, outcomes by code,
-and the server's RSS, open fds and asyncio task count at the start, middle and end (the
-service samples ``len(asyncio.all_tasks())`` into a file once a second).
+Runs outside the normal CI run. The mix, on every transport: unary (plain GET, gRPC,
+gRPC-Web), NDJSON and gRPC-Web server streams read to the end, streams aborted after their
+first item (plain and WebSocket), WebSocket bidi chats, file uploads (64 KiB), and uploads
+aborted halfway. Reports calls per second, outcomes by code, and the server's RSS, open fds
+and asyncio task count at the start, every ``--sample-every`` seconds and at the end, after
+the clients have closed (the service samples ``len(asyncio.all_tasks())`` into a file once a
+second); then PASS/FAIL: fds and tasks back where they started, RSS growth from the first
+to the last sample under load within ``--rss-growth`` MiB.
 """
 
 from __future__ import annotations
@@ -34,7 +38,16 @@ import httpx  # noqa: E402
 
 from examples.streams.server import StreamsExample  # noqa: E402
 from examples.streams.server import create_service as create_example  # noqa: E402
-from examples.streams.v1.streams_pb2 import Dog, GetDogRequest  # noqa: E402
+from examples.streams.v1.streams_pb2 import (  # noqa: E402
+    ChatMessage,
+    Dog,
+    GetDogRequest,
+    JsonStreamRequest,
+    TextStreamRequest,
+)
+from examples.streams.v1.streams_rpckit import StreamsServiceClient  # noqa: E402
+from rpckit.errors import RpcError  # noqa: E402
+from rpckit.http import GrpcWebTransport, WebSocketTransport  # noqa: E402
 
 TASKS_FILE = "SOAK_TASKS_FILE"
 GET_DOG = "/examples.streams.v1.StreamsService/GetDog"
@@ -81,12 +94,27 @@ async def _upload_body(size: int, abort: bool) -> AsyncIterator[bytes]:
         raise ConnectionAbortedError("client gives up")
 
 
+async def _chat(ws: StreamsServiceClient, i: int) -> list[str]:
+    """A WebSocket bidi chat of three messages; the answers, upper-cased by the server."""
+    texts = [f"soak {i} {n}" for n in range(3)]
+    answers = ws.chat([ChatMessage(text=t) for t in texts], timeout=10)
+    got = [m.text async for m in answers]
+    assert got == [t.upper() for t in texts], got
+    return got
+
+
 async def _worker(
-    http: httpx.AsyncClient, stub: Any, stop: float, outcomes: collections.Counter[str], n: int
+    http: httpx.AsyncClient,
+    stub: Any,
+    web: StreamsServiceClient,
+    ws: StreamsServiceClient,
+    stop: float,
+    outcomes: collections.Counter[str],
+    n: int,
 ) -> None:
     i = n
     while time.monotonic() < stop:
-        kind = i % 8
+        kind = i % 12
         i += 1
         try:
             if kind in (0, 1):
@@ -109,10 +137,27 @@ async def _worker(
                     headers={"content-disposition": f"attachment; filename=soak-{i % 50}.bin"},
                 )  # fmt: skip
                 outcomes[f"http upload {r.status_code}"] += 1
-            else:
+            elif kind == 7:
                 with contextlib.suppress(httpx.HTTPError, ConnectionAbortedError):
                     await http.post("/api/upload_as_file_stream", content=_upload_body(32768, True))
                 outcomes["http upload aborted"] += 1
+            elif kind == 8:
+                await web.get_dog(GetDogRequest(index=i % 10), timeout=10)
+                outcomes["grpc-web unary ok"] += 1
+            elif kind == 9:
+                dogs = [d async for d in web.json_stream(JsonStreamRequest(), timeout=10)]
+                outcomes[f"grpc-web stream {len(dogs)} items"] += 1
+            elif kind == 10:
+                await _chat(ws, i)
+                outcomes["websocket chat ok"] += 1
+            else:
+                stream = ws.text_stream(TextStreamRequest(interval_ms=5), timeout=10)
+                async with stream:
+                    async for _ in stream:
+                        break  # aborted after the first item
+                outcomes["websocket stream aborted"] += 1
+        except RpcError as error:
+            outcomes[f"rpc {error.code.name.lower()}"] += 1
         except grpc.aio.AioRpcError as error:
             outcomes[f"grpc {error.code().name.lower()}"] += 1
         except httpx.HTTPError as error:
@@ -128,30 +173,35 @@ async def _soak(args: argparse.Namespace, http_port: int, grpc_port: int, pid: i
         tasks = tasks_file.read_text() if tasks_file.exists() else "?"
         samples.append((label, _rss_mib(pid), _fds(pid), tasks))
 
+    base = f"http://127.0.0.1:{http_port}"
     limits = httpx.Limits(max_connections=args.concurrency)
     async with (
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{http_port}", timeout=30, limits=limits
-        ) as http,
+        httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http,
         grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+        GrpcWebTransport(base, client=httpx.AsyncClient(timeout=30, limits=limits)) as grpc_web,
+        WebSocketTransport(base) as websocket,
     ):
         stub = channel.unary_unary(
             GET_DOG, request_serializer=GetDogRequest.SerializeToString,
             response_deserializer=Dog.FromString,
         )  # fmt: skip
+        web, ws = StreamsServiceClient(grpc_web), StreamsServiceClient(websocket)
         await http.get("/api/dogs/1")  # starts the sampler
         await asyncio.sleep(1.5)
         sample("start")
         start = time.monotonic()
         stop = start + args.seconds
         workers = [
-            asyncio.ensure_future(_worker(http, stub, stop, outcomes, n))
+            asyncio.ensure_future(_worker(http, stub, web, ws, stop, outcomes, n))
             for n in range(args.concurrency)
         ]
-        await asyncio.sleep(args.seconds / 2)
-        sample("middle")
+        every = min(args.sample_every, args.seconds / 2)
+        while time.monotonic() + every < stop:
+            await asyncio.sleep(every)
+            sample(f"{time.monotonic() - start:.0f} s")
         await asyncio.gather(*workers)
         elapsed = time.monotonic() - start
+        await grpc_web.client.aclose()
     # clients closed; past the idle timeout every connection the mix opened must be gone
     await asyncio.sleep(6)
     sample("end")
@@ -160,14 +210,38 @@ async def _soak(args: argparse.Namespace, http_port: int, grpc_port: int, pid: i
     print(f"calls: {total} ({total / elapsed:.0f}/s)")
     for key, count in sorted(outcomes.items()):
         print(f"  {key}: {count}")
-    print("sample  RSS MiB  fds  tasks")
+    print("sample   RSS MiB  fds  tasks")
     for label, rss, fds, tasks in samples:
-        print(f"{label:7} {rss:8.1f} {fds:4} {tasks:>6}")
+        print(f"{label:8} {rss:8.1f} {fds:4} {tasks:>6}")
+    _goals(samples, args.rss_growth, outcomes)
+
+
+def _goals(
+    samples: list[tuple[str, float, int, str]],
+    rss_growth: float,
+    outcomes: collections.Counter[str],
+) -> None:
+    """PASS/FAIL: nothing left behind once the clients are gone, memory bounded under load."""
+    first, end = samples[0], samples[-1]
+    loaded = samples[1:-1]
+    growth = loaded[-1][1] - loaded[0][1] if len(loaded) > 1 else 0.0
+    done = (" ok", " 200", " aborted", " 10 items")  # every other outcome is a failure
+    errors = sum(n for k, n in outcomes.items() if not k.endswith(done))
+    goals = [
+        (f"fds at the end ({end[2]}) <= at the start ({first[2]}) + 2", end[2] <= first[2] + 2),
+        (f"tasks at the end ({end[3]}) == at the start ({first[3]})", end[3] == first[3]),
+        (f"RSS growth under load {growth:+.1f} MiB <= {rss_growth:g} MiB", growth <= rss_growth),
+        (f"calls that failed: {errors}", errors == 0),
+    ]
+    for text, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--sample-every", type=float, default=60)
+    parser.add_argument("--rss-growth", type=float, default=16, metavar="MIB")
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
@@ -193,7 +267,7 @@ def main() -> int:
         if args.server == "granian":  # granian serves from a worker child: sample that
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             pid = int(children[0]) if children else pid
-        asyncio.run(_soak(args, ports["HTTP"], ports["gRPC"], process.pid))
+        asyncio.run(_soak(args, ports["HTTP"], ports["gRPC"], pid))
     finally:
         process.terminate()
         process.wait(timeout=30)
