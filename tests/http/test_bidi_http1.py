@@ -64,7 +64,7 @@ class _Reader:
 
 
 def _chunk(request: pb.ServerReflectionRequest) -> bytes:
-    data = request.SerializeToString()
+    data: bytes = request.SerializeToString()
     frame = struct.pack(">BI", 0, len(data)) + data
     return f"{len(frame):x}\r\n".encode() + frame + b"\r\n"
 
