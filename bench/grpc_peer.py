@@ -209,7 +209,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20000, help="unary calls per round")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams")
     parser.add_argument("--messages", type=int, default=100, help="messages per stream")
-    parser.add_argument("--only", default="", help="comma-separated contender numbers (1-4)")
+    parser.add_argument("--only", default="", help="comma-separated contender numbers (1-5)")
     parser.add_argument("--profile", type=Path, help="cProfile the rpckit servers into DIR")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,9 +223,13 @@ def main() -> int:
         ("rpckit serve, no access log", ["--log-level", "warning", "--no-access-log"]),
         ("bare grpc.aio (2nd, noise)", None),
         ("rpckit serve, access log on (default)", []),
+        # Only with --only 5: grpc core's adaptive flow-control windows, as bare grpc.aio has.
+        (
+            "rpckit serve, no access log, --grpc-window 0",
+            ["--log-level", "warning", "--no-access-log", "--grpc-window", "0"],
+        ),
     ]
-    if args.only:
-        plans = [plans[int(i) - 1] for i in args.only.split(",")]
+    plans = [plans[int(i) - 1] for i in args.only.split(",")] if args.only else plans[:4]
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="rpckit-grpc-peer-") as name:
         tmp = Path(name)
@@ -278,7 +282,7 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
         for key, title, _ in COLUMNS:
             print(f"noise: {title}: 2nd bare / bare = {med(bare2, key) / med(bare, key):.3f}")
     if bare in by and off in by:
-        for who in (off, on):
+        for who in (off, on, "rpckit serve, no access log, --grpc-window 0"):
             if who not in by:
                 continue
             rate = med(who, "unary_rate") / med(bare, "unary_rate")

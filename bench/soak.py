@@ -145,7 +145,8 @@ async def _worker(
                 await web.get_dog(GetDogRequest(index=i % 10), timeout=10)
                 outcomes["grpc-web unary ok"] += 1
             elif kind == 9:
-                dogs = [d async for d in web.json_stream(JsonStreamRequest(), timeout=10)]
+                fast = JsonStreamRequest(interval_ms=0)
+                dogs = [d async for d in web.json_stream(fast, timeout=10)]
                 outcomes[f"grpc-web stream {len(dogs)} items"] += 1
             elif kind == 10:
                 await _chat(ws, i)
