@@ -418,7 +418,6 @@ class CallRunner:
         ctx.response_headers.set(OFFSET_HEADER, str(offset))
         chain = self.chain
         stats = ctx.stats
-        output = ctx.method.output
         items = durable.read(ctx, stream, offset)
         try:
             if await responder.send_stream(ctx, items):
@@ -427,10 +426,8 @@ class CallRunner:
                 await responder.send_headers(ctx)  # the id, before the first item
             async for event in items:
                 item = event.data
-                if chain.responses:
+                if chain.responses:  # the log holds checked items; an interceptor's are checked
                     item = _checked(ctx.method, await chain.response(ctx, item))
-                    if type(item) is not output:
-                        item = _checked(ctx.method, item)
                 stats.messages_out += 1
                 await responder.send_message(ctx, item, event)
         except (asyncio.CancelledError, ClientGone):
