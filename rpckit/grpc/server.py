@@ -192,6 +192,8 @@ def _method_handler(
     client_streams = method.kind.client_streams
 
     async def call(request: Any, context: ServicerContext) -> Any:
+        if runner.loop is None:  # served by a grpc.aio server of the user's own, not GrpcServer:
+            runner.loop = asyncio.get_running_loop()  # no getpid() per call (rpckit.loops)
         ctx = _context(method, context)
         if client_streams:
             request = _requests(request, context, ctx, decode)
