@@ -153,9 +153,9 @@ def _v1_file() -> bytes:
 class ReflectionService(Service):
     """Reflection as an ordinary rpckit service, on gRPC and on the bridge alike: a bidi
     stream answering each request as it arrives (the protocol's shape). On the bridge that
-    lets ``buf curl --reflect`` work on the HTTP port (over HTTP/2, and over HTTP/1.1 for a
-    client that reads while it writes); a one-question call (``rpckit call``) is a bidi
-    stream of one request."""
+    lets ``buf curl --reflect`` work on the HTTP port over HTTP/2, and a client that asks
+    one question at a time over HTTP/1.1 gets each answer before it asks the next; a
+    one-question call (``rpckit call``) is a bidi stream of one request."""
 
     __rpckit_spec__ = ServiceSpec(
         SERVICE_NAMES[1], (reflection_spec(SERVICE_NAMES[1], MethodKind.BIDI_STREAM),)

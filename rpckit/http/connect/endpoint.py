@@ -3,7 +3,7 @@
 Unary calls take POST (and GET for ``NO_SIDE_EFFECTS`` methods); streams use 5-byte
 envelopes and end with an end-of-stream message carrying the status and trailers.
 A bidi stream's answers go out as its requests arrive: full duplex over HTTP/2
-(granian), and over HTTP/1.1 for a client that reads while it writes (``buf curl``, Go).
+(granian), and over HTTP/1.1 for a client that reads while it writes (Node's ``http``).
 The wire rules live in ``rpckit.http.connect.protocol``; the call's lifecycle in
 ``rpckit.call``.
 """
