@@ -192,6 +192,7 @@ class HttpCall:
         ``final_flag`` ends a response only: in a request it is ``final_error``. A compressed
         message needs the compression the head named (``encoding_header``). A client
         stream's messages are counted here; a single request is counted by the runner.
+        Once the body has ended, the disconnect watch starts (where the call has one).
         """
         reader = EnvelopeReader(limit)
         compression = head.compression
@@ -211,3 +212,4 @@ class HttpCall:
                 stats.messages_in += count
                 yield codec.decode(data, message_type)
         reader.close()
+        self.read()  # the body has ended: a bidi call's answers may go on, watched

@@ -1,7 +1,8 @@
-"""Bidi over HTTP/1.1, one request at a time (hardening 2, item 13): the bridge answers each
-request of a bidi stream as it arrives, so a client that waits for an answer before it sends
-its next request (a reflection client over HTTP/1.1) is never left hanging until the body
-ends. Raw sockets, chunked request bodies, on uvicorn; Connect and gRPC-Web."""
+"""Bidi over HTTP/1.1 (hardening 2, item 13): the bridge answers each request of a bidi
+stream as it arrives, so a client that waits for an answer before it sends its next request
+(a reflection client over HTTP/1.1) is never left hanging until the body ends; and a client
+that leaves after its body has ended cancels the handler. Raw sockets, on uvicorn; Connect
+and gRPC-Web."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import asyncio
 import json
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2 as pb
 
 from examples.streams.server import StreamsExample
+from examples.streams.v1.streams_pb2 import ChatMessage
+from rpckit.context import Context
 from rpckit.reflection import reflection_services
 from tests.support import serve_http
 
@@ -112,3 +116,57 @@ async def test_each_reflection_request_is_answered_before_the_next_is_sent(
             assert b"grpc-status:0" in data.replace(b" ", b"")
     finally:
         writer.close()
+
+
+class _Talker(StreamsExample):
+    """Chat that keeps talking after the client's last message, until it is cancelled."""
+
+    def __init__(self, files: Path) -> None:
+        super().__init__(files)
+        self.cancelled = asyncio.Event()
+
+    async def chat(
+        self, requests: AsyncIterator[ChatMessage], ctx: Context
+    ) -> AsyncIterator[ChatMessage]:
+        async def talk() -> AsyncIterator[ChatMessage]:
+            async for message in requests:
+                yield ChatMessage(text=message.text.upper())
+            try:
+                while True:  # the request body has ended; the answers go on
+                    yield ChatMessage(text="more")
+                    await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+
+        return talk()
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+async def test_a_client_leaving_after_its_body_cancels_the_bidi_handler(
+    files_dir: Path, dialect: str
+) -> None:
+    """Once the request body has ended, only the disconnect watch can notice the client
+    leaving: the handler is cancelled, it does not talk to a closed socket for good."""
+    content_type, _ = DIALECTS[dialect]
+    talker = _Talker(files_dir)
+    async with serve_http(talker) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        data = ChatMessage(text="hi").SerializeToString()
+        body = struct.pack(">BI", 0, len(data)) + data
+        writer.write(
+            f"POST /{STREAMS}/Chat HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        response = _Reader(reader)
+        async with asyncio.timeout(10):
+            await response.head()
+            _, first = await response.envelope()
+            _, second = await response.envelope()
+        assert ChatMessage.FromString(first).text == "HI"
+        assert ChatMessage.FromString(second).text == "more"
+        writer.close()
+        async with asyncio.timeout(10):
+            await talker.cancelled.wait()

@@ -142,8 +142,10 @@ class ConnectEndpoint:
             encoding_header="connect-content-encoding",
         )
         try:
-            if self.method.kind.client_streams:  # client streams and bidi
+            if self.method.kind is MethodKind.CLIENT_STREAM:
                 await call.run(requests, responder, watch=False)
+            elif self.method.kind is MethodKind.BIDI_STREAM:
+                await call.run(requests, responder)  # watched once the request body ends
             else:
                 await call.run(partial(call.one, requests), responder)
         finally:

@@ -40,7 +40,7 @@ from rpckit.http.grpc_web.protocol import (
 )
 from rpckit.http.wire import envelope
 from rpckit.metadata import Metadata
-from rpckit.service import MethodSpec
+from rpckit.service import MethodKind, MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
@@ -93,8 +93,10 @@ class GrpcWebEndpoint:
             encoding_header="grpc-encoding",
         )
         try:
-            if self.method.kind.client_streams:
+            if self.method.kind is MethodKind.CLIENT_STREAM:
                 await call.run(requests, responder, watch=False)
+            elif self.method.kind is MethodKind.BIDI_STREAM:
+                await call.run(requests, responder)  # watched once the request body ends
             else:
                 await call.run(partial(call.one, requests), responder)
         finally:
