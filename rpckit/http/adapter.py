@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -147,6 +148,19 @@ class HttpCall:
             await runner.run(self.ctx, self.handler, request, responder, task=watcher.target)
         finally:
             watcher.stop()
+
+    async def run_messages(self, requests: AsyncIterator[Any], responder: Responder) -> None:
+        """Run a call whose request body is a stream of messages (Connect streams, gRPC-Web),
+        by the method's shape: a client stream notices the client leaving by reading; a
+        bidi stream is watched once its body has ended (``messages`` starts the watch); a
+        unary or server-streaming call takes exactly one message (``one``)."""
+        kind = self.ctx.method.kind
+        if kind is MethodKind.CLIENT_STREAM:
+            await self.run(requests, responder, watch=False)
+        elif kind is MethodKind.BIDI_STREAM:
+            await self.run(requests, responder)
+        else:
+            await self.run(partial(self.one, requests), responder)
 
     def read(self) -> None:
         """The request has been read whole: from now on only a disconnect can arrive."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -142,12 +141,7 @@ class ConnectEndpoint:
             encoding_header="connect-content-encoding",
         )
         try:
-            if self.method.kind is MethodKind.CLIENT_STREAM:
-                await call.run(requests, responder, watch=False)
-            elif self.method.kind is MethodKind.BIDI_STREAM:
-                await call.run(requests, responder)  # watched once the request body ends
-            else:
-                await call.run(partial(call.one, requests), responder)
+            await call.run_messages(requests, responder)
         finally:
             await responder.body.abort()  # a no-op once the body is complete
             await requests.aclose()

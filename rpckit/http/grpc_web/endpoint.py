@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 
 from rpckit.call import CallRunner
@@ -40,7 +39,7 @@ from rpckit.http.grpc_web.protocol import (
 )
 from rpckit.http.wire import envelope
 from rpckit.metadata import Metadata
-from rpckit.service import MethodKind, MethodSpec
+from rpckit.service import MethodSpec
 from rpckit.status import STATUS_DETAILS_KEY, status_details
 from rpckit.streams import Event
 
@@ -93,12 +92,7 @@ class GrpcWebEndpoint:
             encoding_header="grpc-encoding",
         )
         try:
-            if self.method.kind is MethodKind.CLIENT_STREAM:
-                await call.run(requests, responder, watch=False)
-            elif self.method.kind is MethodKind.BIDI_STREAM:
-                await call.run(requests, responder)  # watched once the request body ends
-            else:
-                await call.run(partial(call.one, requests), responder)
+            await call.run_messages(requests, responder)
         finally:
             await responder.body.abort()  # a no-op once the body is complete
             await requests.aclose()
