@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.process import Served
+from tests.serving.process import serve_example
 
 pytestmark = pytest.mark.process
 
-TARGET = "examples.streams.server:create_service"
 SERVERS = ["uvicorn", "granian"]
 #: Seconds any one phase may take (generous: the 2 cores are shared with other test runs).
 WAIT = 60.0
@@ -36,13 +35,6 @@ def _open_files(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def _serve(kind: str, files_dir: Path, *extra: str) -> Served:
-    return Served(
-        TARGET, "--http", "127.0.0.1:0", "--server", kind, "--files", str(files_dir),
-        "--grace", "1", "--log-level", "warning", *extra,
-    )  # fmt: skip
-
-
 @pytest.fixture(params=SERVERS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -51,7 +43,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def port(kind: str, files_dir: Path) -> Iterator[int]:
     _open_files(3 * STREAMS)
-    with _serve(kind, files_dir, "--header-timeout", "2", "--idle-timeout", "2") as served:
+    with serve_example(kind, files_dir, "--header-timeout", "2", "--idle-timeout", "2") as served:
         yield served.ports()["HTTP"]
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.process import Served
+from tests.serving.process import Served, serve_example
+from tests.support import rss
 
 pytestmark = pytest.mark.process
 
@@ -53,11 +54,9 @@ class Server:
         self.port = port
 
     def rss(self) -> int:
-        with open(f"/proc/{self.served.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        found = rss(self.served.process.pid)
+        assert found, "no VmRSS"
+        return found
 
     def connect(self, kind: str) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,10 +71,7 @@ class Server:
 def server(request: pytest.FixtureRequest, files_dir: Path) -> Iterator[Server]:
     with open(files_dir / "big.bin", "wb") as big:
         big.truncate(256 * MIB)  # sparse: costs no disk
-    with Served(
-        TARGET, "--http", "127.0.0.1:0", "--server", request.param, "--files", str(files_dir),
-        "--grace", "1", "--log-level", "warning", "--no-access-log",
-    ) as served:  # fmt: skip
+    with serve_example(request.param, files_dir, "--no-access-log") as served:
         yield Server(served, served.ports()["HTTP"])
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.process import Served
+from tests.serving.process import Served, serve_example
+from tests.support import rss
 
 pytestmark = pytest.mark.process
 
-TARGET = "examples.streams.server:create_service"
 CHAT = "/examples.streams.v1.StreamsService/Chat"
 SERVERS = ["uvicorn", "granian"]
 MIB = 1024 * 1024
@@ -36,11 +36,9 @@ class Server:
         self.port = port
 
     def rss(self) -> int:
-        with open(f"/proc/{self.served.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        found = rss(self.served.process.pid)
+        assert found, "no VmRSS"
+        return found
 
     def output(self) -> str:
         """Everything the server printed, once it has stopped (SIGINT, bounded)."""
@@ -48,16 +46,9 @@ class Server:
         return self.served.rest(timeout=WAIT)
 
 
-def _serve(kind: str, files_dir: Path, *extra: str) -> Served:
-    return Served(
-        TARGET, "--http", "127.0.0.1:0", "--server", kind, "--files", str(files_dir),
-        "--grace", "1", "--log-level", "warning", *extra,
-    )  # fmt: skip
-
-
 @pytest.fixture(params=SERVERS)
 def server(request: pytest.FixtureRequest, files_dir: Path) -> Iterator[Server]:
-    with _serve(request.param, files_dir) as served:
+    with serve_example(request.param, files_dir) as served:
         yield Server(request.param, served, served.ports()["HTTP"])
 
 
@@ -167,7 +158,7 @@ def test_fragments_over_the_limit_close_with_1009(files_dir: Path) -> None:
     """Item 4: a message in 1-byte fragments larger than ``--max-message-size`` ends with 1009
     (uvicorn: its ``ws_max_size`` follows the bridge's limit; granian: the bridge refuses)."""
     for kind in SERVERS:
-        with _serve(kind, files_dir, "--max-message-size", "65536") as served:
+        with serve_example(kind, files_dir, "--max-message-size", "65536") as served:
             port = served.ports()["HTTP"]
             sock, head = handshake(port, CHAT)
             assert status(head) == 101, head

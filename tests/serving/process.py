@@ -9,10 +9,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from tests.support import ROOT, stop_process_tree
 
-__all__ = ["Served"]
+__all__ = ["Served", "serve_example"]
 
 
 class Served:
@@ -88,3 +89,12 @@ class Served:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_example(kind: str, files_dir: Path, *extra: str) -> Served:
+    """The streams example on HTTP alone, on the server ``kind`` (uvicorn or granian), its
+    files in ``files_dir``, a one-second grace, warnings only; ``extra`` flags after."""
+    return Served(
+        "examples.streams.server:create_service", "--http", "127.0.0.1:0", "--server", kind,
+        "--files", str(files_dir), "--grace", "1", "--log-level", "warning", *extra,
+    )  # fmt: skip
