@@ -19,10 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +29,9 @@ from typing import Protocol
 import pytest
 
 from tests.durable.conftest import RedisServer, redis_server_path
+from tests.serving.nginx import nginx_path, run_nginx
 from tests.serving.process import Served
-from tests.support import ROOT, free_port, require_tool
+from tests.support import require_tool
 
 __all__ = [
     "EXAMPLE",
@@ -41,37 +39,19 @@ __all__ = [
     "Instance",
     "cluster",
     "cluster_factory",
-    "nginx_path",
     "start_cluster",
 ]
 
 #: The streams example (its ``Complete`` is ``@durable(lease_seconds=3)``).
 EXAMPLE = "examples.streams.server:create_service"
-CONFIG = ROOT / "examples" / "deploy" / "nginx.conf"
 #: How long a process may take to come up (two cores, other tests running).
 START_SECONDS = 30.0
-
-
-def nginx_path() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
 
 
 def require_cluster_tools() -> None:
     """Skip (outside CI) unless redis-server and nginx are installed."""
     require_tool(redis_server_path() is not None, "redis-server is not installed")
     require_tool(nginx_path() is not None, "nginx is not installed (apt-get install nginx)")
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text() if log.exists() else "nginx exited"
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.02)
-    pytest.fail(f"nginx did not listen on {port}")
 
 
 class Headers(Protocol):
@@ -252,39 +232,19 @@ def start_cluster(
             instance = _start_instance(name, target, options, env)
             started.append(instance.served)
             instances[name] = instance
-        http_port, grpc_port = free_port(), free_port()
         a, b = instances["a"], instances["b"]
-        values = {
+        upstreams = {
             "http_1": a.http_address,
             "http_2": b.http_address,
             "grpc_1": a.grpc_address,
             "grpc_2": b.grpc_address,
-            "listen_http": f"127.0.0.1:{http_port}",
-            "listen_grpc": f"127.0.0.1:{grpc_port}",
         }
-        config = CONFIG.read_text()
-        for key, value in values.items():
-            config = config.replace("{{" + key + "}}", value)
-        assert not re.search(r"\{\{\w+\}\}", config), "a placeholder was left unfilled"
-        # For the tests only: tell the client which instance answered.
-        header = "\n add_header X-Upstream $upstream_addr always;"
-        for directive in ("proxy_pass http://rpckit_http;", "grpc_pass grpc://rpckit_grpc;"):
-            assert directive in config, directive
-            config = config.replace(directive, directive + header)
         nginx_dir = directory / "nginx"
         nginx_dir.mkdir(exist_ok=True)
-        (nginx_dir / "nginx.conf").write_text(config)
-        log = nginx_dir / "error.log"
-        # master_process off: one nginx process, so its round robin alternates predictably.
-        process = subprocess.Popen(
-            [nginx, "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"), "-e", str(log),
-             "-g", "daemon off; master_process off;"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            _wait_port(http_port, process, log)
-            _wait_port(grpc_port, process, log)
-            cluster = Cluster(
+        tagged = ("proxy_pass http://rpckit_http;", "grpc_pass grpc://rpckit_grpc;")
+        with run_nginx(nginx, nginx_dir, upstreams, tagged, START_SECONDS) as ports:
+            http_port, grpc_port = ports
+            yield Cluster(
                 redis,
                 instances,
                 f"http://127.0.0.1:{http_port}",
@@ -295,14 +255,6 @@ def start_cluster(
                 env,
                 started,
             )
-            yield cluster
-        finally:
-            process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
     finally:
         for served in started:
             served.stop()

@@ -7,11 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import re
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,13 +17,13 @@ import httpx
 import pytest
 
 from tests.serving.grpc_calls import get_dog
+from tests.serving.nginx import nginx_path, run_nginx
 from tests.serving.process import Served
-from tests.support import ROOT, free_port, require_tool
+from tests.support import require_tool
 
 pytestmark = pytest.mark.process
 
 TARGET = "examples.streams.server:create_service"
-CONFIG = ROOT / "examples" / "deploy" / "nginx.conf"
 
 
 @dataclass
@@ -39,21 +35,9 @@ class Deployment:
     prefix: Path  # nginx's prefix directory (its temp files live there)
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text() if log.exists() else "nginx exited"
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.02)
-    pytest.fail(f"nginx did not listen on {port}")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
+    nginx = nginx_path()
     require_tool(nginx is not None, "nginx is not installed (apt-get install nginx)")
     assert nginx is not None
     tmp = tmp_path_factory.mktemp("nginx")
@@ -72,38 +56,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             values[f"http_{n}"] = f"127.0.0.1:{ports['HTTP']}"
             values[f"grpc_{n}"] = f"127.0.0.1:{ports['gRPC']}"
             instances[values[f"http_{n}"]] = served
-        http_port, grpc_port = free_port(), free_port()
-        values["listen_http"] = f"127.0.0.1:{http_port}"
-        values["listen_grpc"] = f"127.0.0.1:{grpc_port}"
-        config = CONFIG.read_text()
-        for key, value in values.items():
-            config = config.replace("{{" + key + "}}", value)
-        assert not re.search(r"\{\{\w+\}\}", config), "a placeholder was left unfilled"
-        # For the test only: tell the client which instance answered.
-        config = config.replace(
-            "proxy_pass http://rpckit_http;",
-            "proxy_pass http://rpckit_http;\n add_header X-Upstream $upstream_addr always;",
-        )
-        (tmp / "nginx.conf").write_text(config)
-        log = tmp / "error.log"
-        process = subprocess.Popen(
-            [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(log),
-             "-g", "daemon off; master_process off;"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            _wait_port(http_port, process, log)
-            _wait_port(grpc_port, process, log)
+        tagged = ("proxy_pass http://rpckit_http;",)
+        with run_nginx(nginx, tmp, values, tagged, 15) as (http_port, grpc_port):
             yield Deployment(
                 f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", instances, files, tmp
             )
-        finally:
-            process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
     finally:
         for served in instances.values():
             served.stop()
