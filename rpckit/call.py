@@ -48,6 +48,7 @@ log = logging.getLogger("rpckit.call")
 
 Handler = Callable[..., Any]
 DRAINING = RpcError(Code.UNAVAILABLE, "the server is shutting down; retry")
+_outcome = tuple.__new__
 
 
 class Prepared:
@@ -184,16 +185,35 @@ class CallRunner:
         """
         ctx.bind_header_sender(responder)
         if task is None:
-            task = self.current_task()
+            task = current_task(self.loop)
         drain = self.drain
         error: RpcError | None = None
         gone = False
         if drain.started:
             error = DRAINING
         else:
+            # One body by shape: a unary call is this frame, ``_one`` and ``_single``.
+            body = self._call if ctx.method.kind.client_streams else self._one
+            remaining = ctx.time_remaining()
+            timeout: asyncio.Timeout | None = None
             drain.running.add(task)
             try:
-                error = await self._guarded(ctx, handler, request, responder)
+                if remaining is None:
+                    await body(ctx, handler, request, responder)
+                elif remaining <= 0:
+                    raise TimeoutError
+                else:
+                    async with asyncio.timeout(remaining) as timeout:
+                        await body(ctx, handler, request, responder)
+            except RpcError as exc:
+                error = exc
+            except TimeoutError:
+                if remaining is not None and (timeout is None or timeout.expired()):
+                    ctx.cancel()
+                    error = RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+                else:
+                    log.exception("%s failed", ctx.method.path)
+                    error = RpcError(Code.INTERNAL, "internal error")
             except asyncio.CancelledError:
                 if drain._took(task):
                     task.uncancel()
@@ -208,6 +228,9 @@ class CallRunner:
             except ClientGone:
                 ctx.cancel()
                 gone = True
+            except Exception:
+                log.exception("%s failed", ctx.method.path)
+                error = RpcError(Code.INTERNAL, "internal error")
             finally:
                 drain.running.discard(task)
         if gone:
@@ -267,113 +290,104 @@ class CallRunner:
             code, message = Code.OK, ""
         else:
             code, message = error.code, error.message
-        outcome = Outcome(
-            code=code,
-            message=message,
-            error=None if gone else error,
-            duration=time.monotonic() - stats.started,
-            messages_in=stats.messages_in,
-            messages_out=stats.messages_out,
-            bytes_in=stats.bytes_in,
-            bytes_out=stats.bytes_out,
+        outcome = _outcome(  # the named tuple made as a tuple is (``Outcome(...)`` is slower)
+            Outcome,
+            (
+                code,
+                message,
+                None if gone else error,
+                time.monotonic() - stats.started,
+                stats.messages_in,
+                stats.messages_out,
+                stats.bytes_in,
+                stats.bytes_out,
+            ),
         )
         self.chain.end(ctx, outcome)
         return outcome
 
-    async def _guarded(
-        self, ctx: Context, handler: Handler, request: Request, responder: Responder
-    ) -> RpcError | None:
-        """Run the call under its deadline; the error it ends with (None on success)."""
-        remaining = ctx.time_remaining()
-        try:
-            if remaining is None:
-                await self._call(ctx, handler, request, responder)
-                return None
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(remaining) as timeout:
-                await self._call(ctx, handler, request, responder)
-            return None
-        except RpcError as exc:
-            return exc
-        except TimeoutError:
-            if remaining is not None and (remaining <= 0 or timeout.expired()):
-                ctx.cancel()
-                return RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
-            log.exception("%s failed", ctx.method.path)
-            return RpcError(Code.INTERNAL, "internal error")
-        except (asyncio.CancelledError, ClientGone):
-            raise
-        except Exception:
-            log.exception("%s failed", ctx.method.path)
-            return RpcError(Code.INTERNAL, "internal error")
-
-    async def _call(
+    async def _one(
         self, ctx: Context, handler: Handler, request: Request, responder: Responder
     ) -> None:
-        """Interceptors, then the handler by its shape, then its answer to the responder."""
+        """A call with one request message: interceptors, the request read, the handler,
+        its answer sent (one message, or a stream)."""
         chain = self.chain
-        method = ctx.method
         if chain.starts:
             await chain.start(ctx)
-        argument: Any
-        if isinstance(request, Prepared):
-            prepared = None
-            try:
-                prepared = request.make()
-                if type(prepared) is CoroutineType:  # made by reading (a form's head)
-                    prepared = await prepared
-                await self._respond(ctx, handler, prepared, responder)
-            finally:
-                await aclose(prepared)
-            return
-        if method.kind.client_streams:
-            assert isinstance(request, AsyncIterator)
-            requests: AsyncIterator[Any] = request
-            if chain.requests:
-                requests = _intercepted(ctx, chain, request)
-            argument = None
-            try:
-                argument = await adapt_requests(method, requests, ctx.request_headers)
-                await self._respond(ctx, handler, argument, responder)
-            finally:
-                await aclose(argument)
-                await aclose(requests)
-            return
         if callable(request):
             read: Any = request()
             request = await read if type(read) is CoroutineType else read
         ctx.stats.messages_in += 1
         if chain.requests:
             request = await chain.request(ctx, request)
-        await self._respond(ctx, handler, request, responder)
+        if ctx.method.kind.server_streams:
+            await self._stream(ctx, handler, request, responder)
+        else:
+            await self._single(ctx, handler, request, responder)
 
-    async def _respond(
+    async def _call(
+        self, ctx: Context, handler: Handler, request: Request, responder: Responder
+    ) -> None:
+        """A client stream (or a raw upload): interceptors, the handler, its answer."""
+        chain = self.chain
+        method = ctx.method
+        answer = self._stream if method.kind.server_streams else self._single  # bidi: a stream
+        if chain.starts:
+            await chain.start(ctx)
+        if isinstance(request, Prepared):
+            prepared = None
+            try:
+                prepared = request.make()
+                if type(prepared) is CoroutineType:  # made by reading (a form's head)
+                    prepared = await prepared
+                await answer(ctx, handler, prepared, responder)
+            finally:
+                await aclose(prepared)
+            return
+        assert isinstance(request, AsyncIterator)
+        requests: AsyncIterator[Any] = request
+        if chain.requests:
+            requests = _intercepted(ctx, chain, request)
+        argument = None
+        try:
+            argument = await adapt_requests(method, requests, ctx.request_headers)
+            await answer(ctx, handler, argument, responder)
+        finally:
+            await aclose(argument)
+            await aclose(requests)
+
+    async def _single(
         self, ctx: Context, handler: Handler, argument: Any, responder: Responder
     ) -> None:
+        """A call with one response message: the handler's, checked, then sent."""
         method = ctx.method
+        result = handler(argument, ctx)
+        if type(result) is not CoroutineType and not inspect.isawaitable(result):
+            await aclose(result)
+            raise _wrong_shape(method, result)
+        response = await result
+        if type(response) is not method.output:
+            response = _checked(method, response)
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            ctx.cancel()  # finished, but too late: the client has given up
+            raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
         chain = self.chain
-        stats = ctx.stats
-        if not method.kind.server_streams:
-            result = handler(argument, ctx)
-            if type(result) is not CoroutineType and not inspect.isawaitable(result):
-                await aclose(result)
-                raise _wrong_shape(method, result)
-            response = await result
-            if type(response) is not method.output:
-                response = _checked(method, response)
-            if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
-                ctx.cancel()  # finished, but too late: the client has given up
-                raise RpcError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
-            if chain.responses:
-                response = _checked(method, await chain.response(ctx, response))
-            stats.messages_out += 1
-            ctx.mark_finishing()  # a unary answer is the last thing the call sends
-            await responder.send_message(ctx, response, None)
-            return
+        if chain.responses:
+            response = _checked(method, await chain.response(ctx, response))
+        ctx.stats.messages_out += 1
+        ctx.mark_finishing()  # a single answer is the last thing the call sends
+        await responder.send_message(ctx, response, None)
+
+    async def _stream(
+        self, ctx: Context, handler: Handler, argument: Any, responder: Responder
+    ) -> None:
+        """A call with a response stream: the handler's messages, each checked and sent."""
+        method = ctx.method
         if method.durable is not None:
             await self._durable(ctx, handler, argument, responder)
             return
+        chain = self.chain
+        stats = ctx.stats
         stream: AsyncIterator[Any] | None = None
         messages: AsyncIterator[Any] | None = None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
@@ -85,11 +86,6 @@ _TRANSPORTS: dict[str, Transport] = {member.value: member for member in Transpor
 _DIALECTS: dict[str, Dialect] = {member.value: member for member in Dialect}
 
 
-def _transport(value: Transport | str) -> Transport:
-    found = _TRANSPORTS.get(value)
-    return found if found is not None else Transport(value)
-
-
 def _dialect(transport: Transport, value: Dialect | str | None) -> Dialect:
     if value is None:
         implied = _IMPLIED.get(transport)
@@ -113,8 +109,8 @@ class Context:
 
     __slots__ = (
         "_cancelled", "_compress_next", "_finishing", "_header_sender", "_headers_sent",
-        "_is_cancelled", "_response_compression", "_state", "deadline", "dialect", "method",
-        "peer", "principal", "query", "request_compression", "request_headers",
+        "_is_cancelled", "_peer", "_response_compression", "_state", "deadline", "dialect",
+        "method", "principal", "query", "request_compression", "request_headers",
         "response_headers", "response_trailers", "stats", "transport",
     )  # fmt: skip
 
@@ -125,17 +121,19 @@ class Context:
         transport: Transport | str,
         dialect: Dialect | str | None = None,
         request_headers: Metadata | None = None,
-        peer: str = "",
+        peer: str | Callable[[], str] = "",
         deadline: float | None = None,
         request_compression: str | None = None,
         query: bytes = b"",
         started: float | None = None,
     ) -> None:
         self.method = method
-        self.transport: Transport = _transport(transport)
+        found = _TRANSPORTS.get(transport)
+        self.transport: Transport = found if found is not None else Transport(transport)
         self.dialect: Dialect = _dialect(self.transport, dialect)
         self.request_headers = request_headers if request_headers is not None else Metadata()
-        self.peer = peer
+        # A function (grpcio's ``peer``) is called once, when the peer is first asked for.
+        self._peer = peer
         #: When the call times out, in ``time.monotonic()`` seconds; None without a deadline.
         self.deadline = deadline
         #: The compression the request arrived with (``gzip``...), None when uncompressed,
@@ -159,6 +157,15 @@ class Context:
         self._header_sender: HeaderSender = _NO_HEADERS
         self._cancelled: asyncio.Event | None = None
         self._is_cancelled = False
+
+    @property
+    def peer(self) -> str:
+        """The client's address as the transport gives it (``ipv4:127.0.0.1:50312`` on
+        gRPC, ``127.0.0.1:50312`` over HTTP), or ``""`` where it is not known."""
+        peer = self._peer
+        if not isinstance(peer, str):
+            peer = self._peer = peer()
+        return peer
 
     @property
     def state(self) -> dict[Any, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 __all__ = ["Metadata", "MetadataLike", "decode_bin"]
 
@@ -26,7 +26,8 @@ class Metadata:
     __slots__ = ("_items", "_raw", "_skip")
 
     def __init__(self, items: MetadataLike | None = None) -> None:
-        self._raw: list[tuple[bytes, bytes]] | None = None
+        #: Headers not read yet: an ASGI scope's, or a function that gives the pairs.
+        self._raw: list[tuple[bytes, bytes]] | Callable[[], MetadataLike] | None = None
         self._skip: frozenset[str] = frozenset()
         self._items: list[tuple[str, str]] = []
         if items is not None:
@@ -43,13 +44,28 @@ class Metadata:
         metadata._skip = frozenset()
         return metadata  # ``_items`` is left unset until first used (see __getattr__)
 
+    @classmethod
+    def deferred(cls, source: Callable[[], MetadataLike]) -> Metadata:
+        """Metadata read from ``source()`` when first used, not before (grpcio's invocation
+        metadata, which most calls never look at, is built anew by every read)."""
+        metadata = cls.__new__(cls)
+        metadata._raw = source
+        metadata._skip = frozenset()
+        return metadata
+
     def __getattr__(self, name: str) -> list[tuple[str, str]]:
         """Only for ``_items`` of headers not decoded yet: decode them now."""
         raw = self._raw if name == "_items" else None
         if raw is None:
             raise AttributeError(name)
         skip = self._skip
-        items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        if callable(raw):
+            self._raw = None
+            self._items = []
+            self.extend(raw() or ())  # grpcio gives None for no metadata
+            items = self._items
+        else:
+            items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
         if skip:
             items = [(k, v) for k, v in items if k not in skip]
         self._items = items
@@ -71,7 +87,7 @@ class Metadata:
         """The first value for ``key``, or ``default``."""
         key = key.lower()
         raw = self._raw
-        if raw is not None:
+        if raw is not None and not callable(raw):
             if key in self._skip:
                 return default
             try:

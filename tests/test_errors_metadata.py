@@ -120,3 +120,35 @@ def test_undecoded_asgi_headers_read_like_decoded_ones(
     lazy.add("x-new", "1")
     assert lazy.get_all("x-new") == ["1"]
     assert len(lazy) == len(headers) + 1
+
+
+_PAIRS = st.lists(
+    st.tuples(st.sampled_from(["user-agent", "x-a", "X-B", "trace-bin"]), st.text(max_size=6)),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_PAIRS, st.frozensets(st.sampled_from(["x-a", "user-agent"])), _KEYS)
+def test_deferred_metadata_is_read_once_when_first_used(
+    pairs: list[tuple[str, str]], skip: frozenset[str], key: str
+) -> None:
+    """``deferred`` (grpcio's invocation metadata) calls its source only when first used,
+    once, and then reads like metadata built up front (``-bin`` bytes base64-encoded)."""
+    given = [(k, v.encode() if k == "trace-bin" else v) for k, v in pairs]
+    calls: list[int] = []
+
+    def source() -> list[tuple[str, str | bytes]]:
+        calls.append(1)
+        return given
+
+    eager = Metadata(given)
+    lazy = Metadata.deferred(source)
+    filtered = Metadata.deferred(source).without(skip)
+    assert calls == []
+    assert lazy.get(key) == eager.get(key)
+    assert lazy.items() == eager.items()
+    assert lazy == eager
+    assert filtered.items() == [(k, v) for k, v in eager.items() if k not in skip]
+    assert calls == [1, 1]  # once for each of the two, however often they were read
+    assert Metadata.deferred(lambda: None).items() == []  # grpcio's "no metadata"

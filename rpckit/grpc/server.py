@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from rpckit.address import Address, AddressError, parse_address
 from rpckit.call import CallRunner, ClientGone
-from rpckit.context import UNKNOWN_COMPRESSION, Context
+from rpckit.context import UNKNOWN_COMPRESSION, Context, Transport
 from rpckit.encodings import ProtoEncoding
 from rpckit.errors import Code, RpcError, message_too_large
 from rpckit.grpc.status import grpc_code, to_grpc_metadata
@@ -59,26 +59,18 @@ ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
 def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
     now = time.monotonic()  # read first, so the deadline is never later than grpcio's
     remaining = context.time_remaining()
-    headers = Metadata()
-    items = headers._items
-    # ``ctx.request_compression`` on gRPC: grpcio's core takes ``grpc-encoding`` out of the
-    # invocation metadata and its servicer context has no other way to read it (grpcio
-    # 1.85), so it is ``unknown``, never None, which would say "uncompressed".
-    compression: str | None = UNKNOWN_COMPRESSION
-    for key, value in context.invocation_metadata() or ():
-        if type(value) is str:
-            items.append((key.lower(), value))
-            if key == "grpc-encoding" and compression is UNKNOWN_COMPRESSION:
-                compression = None if value == "identity" else value
-        else:
-            headers.add(key, value)
+    # The metadata and the peer are read from grpcio only if someone asks (an interceptor,
+    # the access log, the handler): each read builds them anew in grpcio.
+    # ``ctx.request_compression`` on gRPC is ``unknown``, never None (which would say
+    # "uncompressed"): grpcio's core takes ``grpc-encoding`` out of the invocation metadata
+    # and its servicer context has no other way to read it (grpcio 1.85).
     return Context(
         method,
-        transport="grpc",
-        request_headers=headers,
-        peer=context.peer(),
+        transport=Transport.GRPC,
+        request_headers=Metadata.deferred(context.invocation_metadata),
+        peer=context.peer,
         deadline=now + remaining if remaining is not None and remaining < _NO_DEADLINE else None,
-        request_compression=compression,
+        request_compression=UNKNOWN_COMPRESSION,
         started=now,
     )
 
@@ -225,12 +217,11 @@ def generic_handler(
 ) -> Any:
     """A grpcio handler that serves every method of ``service`` through ``runner``."""
     runner = runner if runner is not None else CallRunner()
-    spec = service.spec()
     handlers = {
         method.name: _method_handler(method, fn, runner, max_message_size)
         for method, fn in service.bind()
     }
-    return grpc.method_handlers_generic_handler(spec.name, handlers)
+    return grpc.method_handlers_generic_handler(service.spec().name, handlers)
 
 
 def _bind_error(address: Address, *, reuse_port: bool) -> str:

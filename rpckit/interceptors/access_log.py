@@ -127,17 +127,20 @@ class AccessLog(Interceptor):
         _LIVE.add(self)
 
     def on_end(self, ctx: Context, outcome: Outcome) -> None:
-        if not self.logger.isEnabledFor(self.level):
-            return
-        now = time.time()
         pending = self._pending
-        # Plain values, not the context: nothing of the call outlives it (the collector's
-        # young generation stays small).
-        pending.append((ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, now))
-        if self._scheduled:
+        if self._scheduled:  # a batch is open: note the call (the level is checked at the write)
+            # Plain values, not the context: nothing of the call outlives it (the collector's
+            # young generation stays small).
+            pending.append(
+                (ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, time.time())
+            )
             if len(pending) >= FLUSH_SIZE:
                 self.flush()
             return
+        if not self.logger.isEnabledFor(self.level):
+            return
+        now = time.time()
+        pending.append((ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, now))
         wait = self._written_at + FLUSH_DELAY - now
         if wait <= 0:  # nothing written for a while: this line goes out at once
             self.flush()
@@ -159,7 +162,7 @@ class AccessLog(Interceptor):
         self._pending = []
         self._written_at = time.time()
         logger = self.logger
-        if logger.disabled:
+        if logger.disabled or not logger.isEnabledFor(self.level):
             return
         if not logger.filters and self._write_plain(pending):
             return
@@ -243,10 +246,11 @@ class AccessLog(Interceptor):
         return records
 
 
-#: ``method=... transport=... dialect=... code=`` by method, transport and dialect.
-_PREFIXES: dict[tuple[str, str, str], str] = {}
+#: The parts of a line that repeat from call to call, by (method, transport, dialect, code,
+#: peer): ``method=... transport=... dialect=... code=...`` and `` peer=...``.
+_PARTS: dict[tuple[str, Any, Any, Any, str], tuple[str, str]] = {}
+_PARTS_MAX = 4096
 _VALUES: dict[Any, str] = {}
-_CODE_NAMES: dict[Any, str] = {}
 
 
 def _value(member: Any) -> str:
@@ -258,31 +262,29 @@ def _value(member: Any) -> str:
     return found
 
 
-def _code_name(code: Any) -> str:
-    found = _CODE_NAMES.get(code)
-    if found is None:
-        found = _CODE_NAMES[code] = code.name
+def _parts(key: tuple[str, Any, Any, Any, str]) -> tuple[str, str]:
+    method, transport, dialect, code, peer = key
+    if len(_PARTS) >= _PARTS_MAX:  # many peers: start again rather than grow
+        _PARTS.clear()
+    found = _PARTS[key] = (
+        f"method={_written(method)} transport={_written(_value(transport))}"
+        f" dialect={_written(_value(dialect))} code={_written(code.name)}",
+        f" peer={_written(peer)}",
+    )
     return found
 
 
 def _line(item: _Noted) -> str:
     """The access line of a call noted by ``on_end``: ``format_fields(access_fields(...))``."""
-    method, transport_member, dialect_member, peer, outcome, _ = item
-    transport = _value(transport_member)
-    dialect = _value(dialect_member)
-    key = (method, transport, dialect)
-    prefix = _PREFIXES.get(key)
-    if prefix is None:
-        prefix = _PREFIXES[key] = (
-            f"method={_written(method)} transport={_written(transport)}"
-            f" dialect={_written(dialect)} code="
-        )
+    method, transport, dialect, peer, outcome, _ = item
+    key = (method, transport, dialect, outcome.code, peer)
+    parts = _PARTS.get(key)
+    if parts is None:
+        parts = _parts(key)
     line = (
-        f"{prefix}{_written(_code_name(outcome.code))}"
-        f" duration_ms={round(outcome.duration * 1000, 2)}"
+        f"{parts[0]} duration_ms={round(outcome.duration * 1000, 2)}"
         f" messages_in={outcome.messages_in} bytes_in={outcome.bytes_in}"
-        f" messages_out={outcome.messages_out} bytes_out={outcome.bytes_out}"
-        f" peer={_written(peer)}"
+        f" messages_out={outcome.messages_out} bytes_out={outcome.bytes_out}{parts[1]}"
     )
     message = outcome.message
     if message:
