@@ -85,8 +85,9 @@ class Responder(Protocol):
         """Offered the handler's response stream first: True if the adapter sent it whole
         itself (a file sent from disk), False to have the runner send it message by message."""
 
-    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
-        """One response message (``event`` carries its SSE fields, if the handler gave any)."""
+    def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> Awaitable[None]:
+        """One response message (``event`` carries its SSE fields, if the handler gave any);
+        an ``async def`` or any function that returns what sends it, to be awaited."""
 
     async def finish(self, ctx: Context, error: RpcError | None) -> None:
         """End the call: success (after the messages) or ``error``, with the trailers."""
@@ -397,16 +398,19 @@ class CallRunner:
             ctx.response_headers.extend(file_headers(stream))
             messages = encode_stream(method, stream)
             output = method.output
+            intercepted = bool(chain.responses)
+            send = responder.send_message
+            # Per message, every bytecode here counts (the server multiplies it): locals only.
             async for item in messages:
                 event: Event[Any] | None = None
                 if type(item) is Event:
                     event, item = item, item.data
                 if type(item) is not output:
                     item = _checked(method, item)
-                if chain.responses:
+                if intercepted:
                     item = _checked(method, await chain.response(ctx, item))
                 stats.messages_out += 1
-                await responder.send_message(ctx, item, event)
+                await send(ctx, item, event)
         finally:
             await aclose(messages)
             await aclose(stream)

@@ -108,8 +108,8 @@ class Context:
     """
 
     __slots__ = (
-        "_cancelled", "_compress_next", "_finishing", "_header_sender", "_headers_sent",
-        "_is_cancelled", "_peer", "_response_compression", "_state", "deadline", "dialect",
+        "_cancelled", "_finishing", "_header_sender", "_headers_sent", "_is_cancelled",
+        "_peer", "_response_compression", "_state", "compress_next", "deadline", "dialect",
         "method", "principal", "query", "request_compression", "request_headers",
         "response_headers", "response_trailers", "stats", "transport",
     )  # fmt: skip
@@ -150,7 +150,9 @@ class Context:
         #: ``started``: when the request arrived (``time.monotonic()``); None: now.
         self.stats = CallStats(started)
         self._response_compression: str | None = DEFAULT_COMPRESSION
-        self._compress_next = True
+        #: For transports: False once ``disable_next_message_compression()`` asked that the
+        #: message being sent now go uncompressed (``take_compress_next`` reads and resets it).
+        self.compress_next = True
         self._headers_sent = False
         self._finishing = False
         # The responder, not a closure over this context: no reference cycle per call.
@@ -220,11 +222,11 @@ class Context:
 
     def disable_next_message_compression(self) -> None:
         """Send the next response message uncompressed (streams; gRPC and Connect)."""
-        self._compress_next = False
+        self.compress_next = False
 
     def take_compress_next(self) -> bool:
         """For transports: whether to compress the message being sent now (resets the flag)."""
-        compress, self._compress_next = self._compress_next, True
+        compress, self.compress_next = self.compress_next, True
         return compress
 
     def bind_header_sender(self, sender: HeaderSender) -> None:

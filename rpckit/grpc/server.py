@@ -12,9 +12,9 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,6 +52,21 @@ _COMPRESSIONS = {
 
 _PROTO = ProtoEncoding()
 
+
+class _Sent:
+    """Awaits to nothing at once: the answer of a unary call is sent when the handler returns."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return cast(Generator[None, None, None], _NOTHING)  # an empty iterator: done at once
+
+
+_NOTHING = iter(())
+
+
+_SENT = _Sent()
+
 Handler = Callable[..., Any]
 ServicerContext = Any  # grpc.aio.ServicerContext; grpcio ships no types
 
@@ -78,12 +93,14 @@ def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
 class _GrpcResponder:
     """Writes one call's answer through grpcio's servicer context."""
 
-    __slots__ = ("context", "response", "streaming")
+    __slots__ = ("context", "response", "started", "streaming")
 
     def __init__(self, context: ServicerContext, streaming: bool) -> None:
         self.context = context
         self.streaming = streaming
         self.response: Any = None
+        #: A streamed message has gone out (so have the headers).
+        self.started = False
 
     async def send_headers(self, ctx: Context) -> None:
         if ctx.headers_sent:
@@ -105,15 +122,24 @@ class _GrpcResponder:
     async def send_stream(self, ctx: Context, stream: AsyncIterator[Any]) -> bool:
         return False
 
-    async def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> None:
+    def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> Awaitable[None]:
         # Serialized here, once (grpcio's serializer is None): its size counts as sent.
         data = message.SerializeToString()
         ctx.stats.bytes_out += len(data) + 5  # as framed on the wire, uncompressed
+        if self.started and ctx.compress_next:
+            # grpcio's own coroutine, handed back as is: no frame of ours per message.
+            write: Awaitable[None] = self.context.write(data)
+            return write
         if not self.streaming:
             self.response = data
-            return
+            return _SENT
+        return self._write(ctx, data)
+
+    async def _write(self, ctx: Context, data: bytes) -> None:
+        """A streamed message that is the first, or asked to go uncompressed."""
         if not ctx.headers_sent:
             await self.send_headers(ctx)
+        self.started = True
         if not ctx.take_compress_next():
             self.context.disable_next_message_compression()
         await self.context.write(data)
