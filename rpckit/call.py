@@ -399,6 +399,7 @@ class CallRunner:
             messages = encode_stream(method, stream)
             output = method.output
             intercepted = bool(chain.responses)
+            counted = bool(chain.ends)  # the stats are only ever read for the outcome
             send = responder.send_message
             # Per message, every bytecode here counts (the server multiplies it): locals only.
             async for item in messages:
@@ -409,7 +410,8 @@ class CallRunner:
                     item = _checked(method, item)
                 if intercepted:
                     item = _checked(method, await chain.response(ctx, item))
-                stats.messages_out += 1
+                if counted:
+                    stats.messages_out += 1
                 await send(ctx, item, event)
         finally:
             await aclose(messages)

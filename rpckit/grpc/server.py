@@ -93,11 +93,14 @@ def _context(method: MethodSpec[Any, Any], context: ServicerContext) -> Context:
 class _GrpcResponder:
     """Writes one call's answer through grpcio's servicer context."""
 
-    __slots__ = ("context", "response", "started", "streaming")
+    __slots__ = ("context", "counted", "response", "started", "streaming")
 
-    def __init__(self, context: ServicerContext, streaming: bool) -> None:
+    def __init__(self, context: ServicerContext, streaming: bool, counted: bool) -> None:
         self.context = context
         self.streaming = streaming
+        #: Whether anyone reads the call's stats (an interceptor's ``on_end``): else a
+        #: streamed message's bytes are not counted.
+        self.counted = counted
         self.response: Any = None
         #: A streamed message has gone out (so have the headers).
         self.started = False
@@ -125,11 +128,13 @@ class _GrpcResponder:
     def send_message(self, ctx: Context, message: Any, event: Event[Any] | None) -> Awaitable[None]:
         # Serialized here, once (grpcio's serializer is None): its size counts as sent.
         data = message.SerializeToString()
-        ctx.stats.bytes_out += len(data) + 5  # as framed on the wire, uncompressed
         if self.started and ctx.compress_next:
+            if self.counted:
+                ctx.stats.bytes_out += len(data) + 5  # as framed on the wire, uncompressed
             # grpcio's own coroutine, handed back as is: no frame of ours per message.
             write: Awaitable[None] = self.context.write(data)
             return write
+        ctx.stats.bytes_out += len(data) + 5
         if not self.streaming:
             self.response = data
             return _SENT
@@ -219,7 +224,7 @@ def _method_handler(
             ctx.stats.bytes_in = len(request)
             request = partial(decode, request)
 
-        responder = _GrpcResponder(context, streaming)
+        responder = _GrpcResponder(context, streaming, bool(runner.chain.ends))
         await runner.run(ctx, fn, request, responder, owns_task=False)
         return responder.response
 
