@@ -27,8 +27,8 @@ SERVERS = ["uvicorn", "granian"]
 MIB = 1024 * 1024
 CLIENTS = 50
 #: What one never-reading client may cost the server, by response kind. Measured (50
-#: clients): streams under 0.1 MiB each on both servers; the file 0.8 MiB each on uvicorn
-#: (256 KiB read chunks, one in the transport's buffer, one being read) and 0.5 MiB on granian
+#: clients): streams under 0.1 MiB each on both servers; the file 1.2 MiB each on uvicorn
+#: (512 KiB read chunks, one in the transport's buffer, one being read) and 0.5-0.7 MiB on granian
 #: (sent by granian itself: ``http.response.pathsend``).
 BOUND = {"text": MIB // 2, "ndjson": MIB // 2, "connect": MIB // 2, "file": 3 * MIB // 2}
 #: Seconds the clients hold their connections unread before the server's RSS is taken.

@@ -31,8 +31,12 @@ from rpckit.streams import FileStream
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "PATHSEND", "FilePlan", "plan_file_response", "send_file"]
 
-#: Bytes per read (and per ASGI body message) when the server cannot send the file itself.
-DEFAULT_CHUNK_SIZE = 256 * 1024
+#: Bytes per read (and per ASGI body message) when the server cannot send the file itself
+#: (uvicorn has no pathsend). Each read is a worker-thread hand-off and each body a send, so
+#: fewer, larger ones cost less: on uvicorn 512 KiB takes 0.34 s of server CPU per GB, 256
+#: KiB took 0.64, 1 MiB takes the same 0.31-0.34. A client that stops reading holds about
+#: one chunk in the server (the hardening tests bound it).
+DEFAULT_CHUNK_SIZE = 512 * 1024
 #: The ASGI extension with which the server sends a file from its path (zero-copy in granian).
 PATHSEND = "http.response.pathsend"
 

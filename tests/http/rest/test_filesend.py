@@ -254,9 +254,9 @@ def test_full_download(server: Server, client: httpx.Client, data_file: Path) ->
 
 
 def test_chunked_reads_are_bounded(server: Server, client: httpx.Client) -> None:
-    """Without pathsend the file goes out in 256 KiB reads, each its own body message."""
+    """Without pathsend the file goes out in 512 KiB reads, each its own body message."""
     path = server.directory / "chunks.bin"
-    content = os.urandom(600 * 1024)
+    content = os.urandom(1200 * 1024)
     path.write_bytes(content)
     response = client.get("/files/chunks.bin", headers={"range": "bytes=0-"})
     assert response.status_code == 206
