@@ -208,7 +208,7 @@ def report(rows: list[tuple[str, list[float], list[float]]], batches: int) -> st
     lines.append("")
     verdict = "PASS" if cost <= 5 else "FAIL"
     lines.append(
-        f"{verdict}: the access log costs {cost:.2f} µs per call in-process (goal <= 5 µs)"
+        f"{verdict}: the access log adds {cost:.2f} µs per call in-process (goal <= 5 µs)"
     )
     return "\n".join(lines)
 

@@ -207,6 +207,10 @@ def _decoder(method: MethodSpec[Any, Any], max_size: int) -> Callable[[bytes], A
     return decode
 
 
+def _raise(error: RpcError) -> Any:
+    raise error
+
+
 def _method_handler(
     method: MethodSpec[Any, Any], fn: Handler, runner: CallRunner, max_size: int
 ) -> Any:
@@ -222,7 +226,10 @@ def _method_handler(
             request = _requests(request, context, ctx, decode)
         else:
             ctx.stats.bytes_in = len(request)
-            request = partial(decode, request)
+            try:
+                request = decode(request)
+            except RpcError as error:  # the call still runs, to end with it as its status
+                request = partial(_raise, error)
 
         responder = _GrpcResponder(context, streaming, bool(runner.chain.ends))
         await runner.run(ctx, fn, request, responder, owns_task=False)
