@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,23 +245,43 @@ class StreamsExample(StreamsService):
 
 #: Bytes of an upload gathered before they are hashed and written in one worker-thread job.
 UPLOAD_BATCH = 1024 * 1024
+#: Seconds one write() may take on the event loop before the rest of the upload goes to a
+#: worker thread: the page cache takes a 256 KiB chunk in well under a millisecond; a disk
+#: that throttles writes takes far longer, and then it stalls only the thread.
+SLOW_WRITE = 0.005
 
 
 class _DiskWriter:
-    """Hashes and writes an upload in a worker thread while the event loop receives the next
-    batch: the chunks (64-256 KiB each) go to the thread ``UPLOAD_BATCH`` bytes at a time, so
-    a 512 MiB upload costs about 500 thread hand-offs instead of one per chunk, and sha256 and
-    write() (which release the GIL) overlap with reading the socket on a second core. At most
-    one job runs and one batch waits: memory stays flat (two batches), whatever the size."""
+    """Hashes and writes an upload's chunks on the event loop while the disk keeps up, and
+    in a worker thread once it does not.
+
+    On the event loop each chunk costs what bare Starlette's ``request.stream()`` loop costs:
+    a thread hand-off per batch took 0.2-0.4 s more CPU per GB (1.45-1.64 against 1.27 s/GB)
+    for no more throughput, measured both ways with ``bench/peers.py --only upload``
+    (``bench/README.md``). A write that takes longer than ``SLOW_WRITE`` switches the rest
+    of the upload to batches of ``UPLOAD_BATCH`` bytes hashed and written in a worker thread
+    (at most one job running and one batch waiting: memory stays flat), so that a slow disk
+    stalls one upload, not every call on the event loop."""
 
     def __init__(self, digest: Any, out: Any) -> None:
         self._digest = digest
         self._out = out
+        #: Whether chunks are still hashed and written on the event loop.
+        self.inline = True
         self._batch: list[bytes] = []
         self._size = 0
         self._job: concurrent.futures.Future[None] | None = None
 
     async def add(self, chunk: bytes) -> None:
+        if self.inline:
+            self._digest.update(chunk)
+            started = time.perf_counter()
+            self._out.write(chunk)
+            took = time.perf_counter() - started
+            if took > SLOW_WRITE:  # the disk is slow: the rest goes to a worker thread
+                self.inline = False
+                log.debug("upload: a write took %.1f ms; the rest goes to a thread", took * 1e3)
+            return
         self._batch.append(chunk)
         self._size += len(chunk)
         if self._size >= UPLOAD_BATCH:

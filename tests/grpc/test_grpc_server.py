@@ -153,6 +153,42 @@ async def test_stubs_upload_file_stream(grpc_address: str, grpc_stubs: ModuleTyp
     assert summary.filename == "résumé.pdf"
 
 
+@pytest.mark.parametrize("slow_write", [0.0, 60.0])
+async def test_example_upload_goes_to_a_thread_once_a_write_is_slow(
+    grpc_address: str,
+    grpc_stubs: ModuleType,
+    files_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    slow_write: float,
+) -> None:
+    """The example hashes and writes each chunk on the event loop; once one write takes
+    longer than ``SLOW_WRITE`` (0: the first one does), the rest of the upload goes to its
+    worker thread in batches. Either way the file and its sha256 are the upload's."""
+    handed: list[int] = []  # bytes per worker-thread job
+    submit = example_module._UPLOAD_THREADS.submit
+
+    def counting(fn: Any, batch: list[bytes]) -> Any:
+        handed.append(sum(map(len, batch)))
+        return submit(fn, batch)
+
+    monkeypatch.setattr(example_module, "SLOW_WRITE", slow_write)
+    monkeypatch.setattr(example_module._UPLOAD_THREADS, "submit", counting)
+    payload = PAYLOAD * 3 + b"tail"
+    bodies = [HttpBody(content_type="application/pdf", data=c) for c in chunks(payload)]
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        stub = grpc_stubs.StreamsServiceStub(channel)
+        summary = await stub.UploadFileAsFileStream(
+            iter(bodies), metadata=upload_headers("slow.bin", len(payload)), timeout=10
+        )
+    assert summary.sha256 == hashlib.sha256(payload).hexdigest()
+    assert (files_dir / summary.filename).read_bytes() == payload
+    if slow_write == 0:  # the first chunk on the loop, every other byte in the thread
+        assert sum(handed) == len(payload) - CHUNK
+        assert max(handed) >= example_module.UPLOAD_BATCH
+    else:
+        assert handed == []
+
+
 async def test_stubs_upload_size_mismatch_is_invalid_argument(
     grpc_address: str, grpc_stubs: ModuleType
 ) -> None:
