@@ -207,9 +207,7 @@ def report(rows: list[tuple[str, list[float], list[float]]], batches: int) -> st
     cost = (min(access[2]) - min(access[1])) * 1e6
     lines.append("")
     verdict = "PASS" if cost <= 5 else "FAIL"
-    lines.append(
-        f"{verdict}: the access log adds {cost:.2f} µs per call in-process (goal <= 5 µs)"
-    )
+    lines.append(f"{verdict}: the access log adds {cost:.2f} µs per call in-process (goal <= 5 µs)")
     return "\n".join(lines)
 
 

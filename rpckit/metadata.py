@@ -27,7 +27,7 @@ class Metadata:
 
     def __init__(self, items: MetadataLike | None = None) -> None:
         #: Headers not read yet: an ASGI scope's, or a function that gives the pairs.
-        self._raw: list[tuple[bytes, bytes]] | Callable[[], MetadataLike] | None = None
+        self._raw: list[tuple[bytes, bytes]] | Callable[[], MetadataLike | None] | None = None
         self._skip: frozenset[str] = frozenset()
         self._items: list[tuple[str, str]] = []
         if items is not None:
@@ -45,9 +45,9 @@ class Metadata:
         return metadata  # ``_items`` is left unset until first used (see __getattr__)
 
     @classmethod
-    def deferred(cls, source: Callable[[], MetadataLike]) -> Metadata:
+    def deferred(cls, source: Callable[[], MetadataLike | None]) -> Metadata:
         """Metadata read from ``source()`` when first used, not before (grpcio's invocation
-        metadata, which most calls never look at, is built anew by every read)."""
+        metadata, which most calls never look at, is built anew by every read; None: none)."""
         metadata = cls.__new__(cls)
         metadata._raw = source
         metadata._skip = frozenset()
