@@ -140,6 +140,9 @@ async def test_order_and_wrapping_for_every_shape(served: Served, transport: str
         assert len(dogs) == 10
         assert served.names("response") == ["A", "B"] * 10
         assert served.first.ended["JsonStream"].messages_out == 10
+        if transport == "grpc":  # every message counted as framed, the streamed ones too
+            framed = sum(len(d.SerializeToString()) + 5 for d in dogs)
+            assert served.first.ended["JsonStream"].bytes_out == framed
         served.log.clear()
         summary = await client.adopt_dogs([Dog(name="Rex"), Dog(name="Fido")])
         assert summary.count == 2
