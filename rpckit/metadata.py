@@ -39,19 +39,22 @@ class Metadata:
 
         Nothing is decoded yet: ``get`` reads the raw headers, and anything else decodes
         them all once. Most calls only ever look up a header or two."""
-        metadata = cls.__new__(cls)
-        metadata._raw = headers
-        metadata._skip = frozenset()
-        return metadata  # ``_items`` is left unset until first used (see __getattr__)
+        return cls._unread(headers)
 
     @classmethod
     def deferred(cls, source: Callable[[], MetadataLike | None]) -> Metadata:
         """Metadata read from ``source()`` when first used, not before (grpcio's invocation
         metadata, which most calls never look at, is built anew by every read; None: none)."""
+        return cls._unread(source)
+
+    @classmethod
+    def _unread(
+        cls, raw: list[tuple[bytes, bytes]] | Callable[[], MetadataLike | None]
+    ) -> Metadata:
         metadata = cls.__new__(cls)
-        metadata._raw = source
+        metadata._raw = raw
         metadata._skip = frozenset()
-        return metadata
+        return metadata  # ``_items`` is left unset until first used (see __getattr__)
 
     def __getattr__(self, name: str) -> list[tuple[str, str]]:
         """Only for ``_items`` of headers not decoded yet: decode them now."""
@@ -59,11 +62,8 @@ class Metadata:
         if raw is None:
             raise AttributeError(name)
         skip = self._skip
-        if callable(raw):
-            self._raw = None
-            self._items = []
-            self.extend(raw() or ())  # grpcio gives None for no metadata
-            items = self._items
+        if callable(raw):  # keys lower-cased and -bin bytes encoded as by the constructor
+            items = Metadata(raw() or ())._items  # grpcio gives None for no metadata
         else:
             items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
         if skip:

@@ -127,20 +127,18 @@ class AccessLog(Interceptor):
         _LIVE.add(self)
 
     def on_end(self, ctx: Context, outcome: Outcome) -> None:
+        scheduled = self._scheduled  # a batch is open: its level is checked at the write
+        if not scheduled and not self.logger.isEnabledFor(self.level):
+            return
+        now = time.time()
         pending = self._pending
-        if self._scheduled:  # a batch is open: note the call (the level is checked at the write)
-            # Plain values, not the context: nothing of the call outlives it (the collector's
-            # young generation stays small).
-            pending.append(
-                (ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, time.time())
-            )
+        # Plain values, not the context: nothing of the call outlives it (the collector's
+        # young generation stays small).
+        pending.append((ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, now))
+        if scheduled:
             if len(pending) >= FLUSH_SIZE:
                 self.flush()
             return
-        if not self.logger.isEnabledFor(self.level):
-            return
-        now = time.time()
-        pending.append((ctx.method.path, ctx.transport, ctx.dialect, ctx.peer, outcome, now))
         wait = self._written_at + FLUSH_DELAY - now
         if wait <= 0:  # nothing written for a while: this line goes out at once
             self.flush()
